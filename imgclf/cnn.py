@@ -1,0 +1,185 @@
+"""CNNClassifier: a compact modern CNN trained from scratch."""
+
+from __future__ import annotations
+
+from ._backend import get_keras
+from ._base import BaseImageClassifier
+from ._validation import _is_int
+
+
+def _n_stages(side: int) -> int:
+    """Downsampling stages for an input side: halve while the map stays >= 3 px,
+    at most 5 (8 px -> 2, 28 px -> 3, 64 px -> 4, 224 px -> 5)."""
+    stages = 0
+    while side >= 6 and stages < 5:
+        side //= 2
+        stages += 1
+    return stages
+
+
+class CNNClassifier(BaseImageClassifier):
+    """A convolutional network trained from scratch, as a scikit-learn classifier.
+
+    The network is sized to the input: stages of conv-BatchNorm-ReLU blocks,
+    each followed by 2x2 max pooling, doubling the width per stage; then global
+    average pooling, dropout and a softmax layer. Good for small images
+    (8-64 px) and as a baseline before :class:`TransferClassifier`.
+
+    Parameters
+    ----------
+    epochs : int, default=30
+        Maximum number of passes over the training data.
+    batch_size : int or "auto", default="auto"
+        Images per gradient step. ``"auto"`` picks a power of two from 16 to
+        128 that gives about 50 steps per epoch: small datasets need many
+        small steps for BatchNorm statistics to keep up.
+    learning_rate : float, default=1e-3
+        Adam learning rate.
+    image_size : int or (int, int), optional
+        Size the network takes; every input is resized to it. ``None`` keeps
+        the size of array inputs and uses 64x64 for file paths.
+    color_mode : {"auto", "grayscale", "rgb"}, default="auto"
+        Channels the network takes: ``"auto"`` follows the training data
+        (arrays: their channel count; files: grayscale only if every sampled
+        file is). Otherwise images are converted to the given mode, in
+        training and prediction alike.
+    augment : None, str, dict or list of keras layers, default=None
+        Augmentation applied in training only: ``None``, a preset name
+        (``"light"``, ``"standard"``, ``"heavy"``; see
+        :data:`imgclf.augment.PRESETS`), a dict such as
+        ``{"flip": "horizontal", "zoom": 0.1}``, or Keras preprocessing layers.
+    early_stopping : bool, default=True
+        Stop when the validation loss (the training loss without a hold-out)
+        has not improved for ``patience`` epochs, and restore the best weights.
+    patience : int, default=5
+        Epochs without improvement before early stopping.
+    validation_fraction : float, default=0.1
+        Stratified hold-out used for early stopping and ``history_["val_*"]``.
+        ``0.0`` trains on everything.
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class label, or ``"balanced"`` for inverse frequency.
+    random_state : int, RandomState or None, default=None
+        Seeds weights, shuffling, augmentation and the hold-out split. The same
+        integer gives the same predictions on CPU.
+    verbose : int, default=0
+        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+    warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit`` instead of
+        starting again (same classes and input shape required).
+    callbacks : list of keras.callbacks.Callback, optional
+        Extra Keras callbacks run during training.
+    filters : int, default=32
+        Width of the first stage; each further stage doubles it (at most 512).
+    depth : int, optional
+        Number of downsampling stages; ``None`` sizes it to the input.
+    dropout : float, default=0.3
+        Dropout rate before the classification layer.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The trained network. It takes float32 images in the training data's
+        pixel units (0-255 for uint8 and files).
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of ``predict_proba``'s columns.
+    batch_size_ : int
+        The batch size used in the last fit.
+    history_ : dict of str to list of float
+        Per-epoch training metrics (``loss``, ``accuracy``, ``val_loss``,
+        ``val_accuracy``).
+    image_size_ : (int, int)
+        Height and width the network takes.
+    n_channels_ : int
+        Channels the network takes (1 or 3).
+    input_range_ : (float, float)
+        Pixel values mapped to 0 and 1 by the network's first layer.
+    n_features_in_ : int
+        Number of features, only when fitted on flattened ``(n, d)`` input.
+    feature_names_in_ : ndarray of str
+        Column names, only when fitted on a DataFrame with string columns.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=2, random_state=0).fit(X[:200], y[:200])
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    >>> sorted(clf.history_)
+    ['accuracy', 'loss', 'val_accuracy', 'val_loss']
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 30,
+        batch_size="auto",
+        learning_rate: float = 1e-3,
+        image_size=None,
+        color_mode: str = "auto",
+        augment=None,
+        early_stopping: bool = True,
+        patience: int = 5,
+        validation_fraction: float = 0.1,
+        class_weight=None,
+        random_state=None,
+        verbose: int = 0,
+        warm_start: bool = False,
+        callbacks=None,
+        filters: int = 32,
+        depth: int | None = None,
+        dropout: float = 0.3,
+    ):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.image_size = image_size
+        self.color_mode = color_mode
+        self.augment = augment
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.filters = filters
+        self.depth = depth
+        self.dropout = dropout
+
+    def _check_own_params(self) -> list[str]:
+        errors = []
+        if not _is_int(self.filters, 1):
+            errors.append(f"filters={self.filters!r}: expected an integer >= 1, e.g. 32.")
+        if self.depth is not None and not _is_int(self.depth, 0):
+            errors.append(f"depth={self.depth!r}: expected None or an integer >= 0.")
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not (0 <= self.dropout < 1)
+        ):
+            errors.append(f"dropout={self.dropout!r}: expected a number in [0, 1).")
+        return errors
+
+    def _build_network(self, x, n_classes: int):
+        layers = get_keras().layers
+        height, width = self.image_size_
+        stages = self.depth if self.depth is not None else _n_stages(min(height, width))
+        for stage in range(stages):
+            width_ = min(self.filters * 2**stage, 512)
+            x = _conv_bn_relu(layers, x, width_, f"stage{stage}")
+            pool = (2 if x.shape[1] >= 2 else 1, 2 if x.shape[2] >= 2 else 1)
+            x = layers.MaxPooling2D(pool, name=f"stage{stage}_pool")(x)
+        x = _conv_bn_relu(layers, x, min(self.filters * 2**stages, 512), "top")
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        if self.dropout:
+            x = layers.Dropout(self.dropout, name="dropout")(x)
+        return layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+
+
+def _conv_bn_relu(layers, x, filters: int, name: str):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)

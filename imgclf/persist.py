@@ -1,0 +1,50 @@
+"""Saving and loading fitted estimators as one file, atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import joblib
+
+
+def save(estimator, path) -> None:
+    """Write ``estimator`` to ``path`` through a temporary file and a rename.
+
+    ``os.replace`` is atomic on one file system, so a crash or a full disk
+    mid-save leaves any earlier file at ``path`` untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".imgclf-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            joblib.dump(estimator, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path):
+    """Load an estimator written by ``clf.save(path)`` (or ``joblib.dump``).
+
+    Only load files you trust: like every pickle, the file can run code.
+    """
+    from ._base import BaseImageClassifier
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No saved model at {path!r}.")
+    try:
+        obj = joblib.load(path)
+    except Exception as exc:
+        raise ValueError(
+            f"{path!r} is not a model saved by imgclf (or it is damaged): {exc}"
+        ) from exc
+    if not isinstance(obj, BaseImageClassifier):
+        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not an imgclf classifier.")
+    return obj

@@ -1,0 +1,28 @@
+import random
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same global random state."""
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits as (X flattened 0-16 floats, images (n, 8, 8), y)."""
+    data = load_digits()
+    return data.data, data.images, data.target
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits):
+    """300 digits of classes 0-2 as uint8 images (n, 8, 8, 1): a fast 3-class problem."""
+    X, images, y = digits
+    keep = np.flatnonzero(y < 3)[:300]
+    imgs = np.round(images[keep] / 16 * 255).astype(np.uint8)[..., None]
+    return imgs, y[keep]
