@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
-from ._backend import get_keras, resolve_seed, seeded
+from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._validation import (
     Images,
     _did_you_mean,
@@ -50,6 +50,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _network_channels(self, channels: int) -> int:
         """Number of channels the network takes, given the training data's."""
         return channels
+
+    def _default_image_size(self, data_size: tuple[int, int] | None) -> tuple[int, int]:
+        """Size the network takes when ``image_size`` is None, given the arrays'
+        ``(height, width)`` (``None`` for file paths)."""
+        return data_size or tuple(self._default_path_size)
 
     def _build_network(self, inputs, n_classes: int):
         """Return the output tensor (class probabilities) for ``inputs``, a
@@ -107,6 +112,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images = check_images(self, X, reset=not warm)
         y = check_targets(self, y, len(images))
+        if images.paths is not None:
+            images, y = pipeline.screen_paths(
+                images,
+                y,
+                on_bad_file=getattr(self, "on_bad_file", "skip"),
+                owner=type(self).__name__,
+            )
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -129,7 +141,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.__dict__.pop("model_", None)
             keras.backend.clear_session(free_memory=False)
             gc.collect()
-        with seeded(seed):
+        with seeded(seed), released_gradient_functions():
             train_idx, val_idx = self._split(y_enc, seed)
             self.batch_size_ = _resolve_batch_size(self.batch_size, len(train_idx))
             if not warm:
@@ -157,11 +169,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """Decide the network's input size, channels and pixel range from the data."""
         if images.array is not None:
             array = images.array
-            size = image_size_tuple(self.image_size) or tuple(array.shape[1:3])
+            size = image_size_tuple(self.image_size) or self._default_image_size(
+                tuple(array.shape[1:3])
+            )
             data_channels = array.shape[-1]
             pixel_range = _pixel_range(array)
         else:
-            size = image_size_tuple(self.image_size) or tuple(self._default_path_size)
+            size = image_size_tuple(self.image_size) or self._default_image_size(None)
             data_channels = (
                 pipeline.infer_path_channels(images.paths) if self.color_mode == "auto" else 3
             )
@@ -202,6 +216,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size_,
             shuffle=shuffle,
             seed=seed,
+            # getattr: a subclass written before these parameters existed still works.
+            cache=getattr(self, "cache", None),
         )
 
     def _class_weight(self, classes, y_enc):
@@ -306,6 +322,18 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         from .persist import save
 
         save(self, path)
+
+    def export(self, path, format: str = "saved_model") -> str:
+        """Export the network with its preprocessing, for serving without imgclf.
+
+        The exported model takes raw uint8 images ``(n, h, w, c)`` at
+        ``image_size_`` and ``n_channels_`` and returns class probabilities in
+        ``classes_`` order. ``format`` is ``"saved_model"`` (a folder) or
+        ``"tflite"`` (a file). Written atomically; see :func:`imgclf.export.export`.
+        """
+        from .export import export
+
+        return export(self, path, format=format)
 
 
 def _resolve_batch_size(batch_size, n_train: int) -> int:
