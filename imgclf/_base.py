@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
-from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
+from ._backend import get_keras, resolve_seed, seeded
 from ._validation import (
     Images,
     _did_you_mean,
@@ -112,13 +112,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images = check_images(self, X, reset=not warm)
         y = check_targets(self, y, len(images))
-        if images.paths is not None:
-            images, y = pipeline.screen_paths(
-                images,
-                y,
-                on_bad_file=getattr(self, "on_bad_file", "skip"),
-                owner=type(self).__name__,
-            )
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -141,7 +134,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.__dict__.pop("model_", None)
             keras.backend.clear_session(free_memory=False)
             gc.collect()
-        with seeded(seed), released_gradient_functions():
+        with seeded(seed):
             train_idx, val_idx = self._split(y_enc, seed)
             self.batch_size_ = _resolve_batch_size(self.batch_size, len(train_idx))
             if not warm:
@@ -216,8 +209,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size_,
             shuffle=shuffle,
             seed=seed,
-            # getattr: a subclass written before these parameters existed still works.
-            cache=getattr(self, "cache", None),
         )
 
     def _class_weight(self, classes, y_enc):
@@ -322,18 +313,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         from .persist import save
 
         save(self, path)
-
-    def export(self, path, format: str = "saved_model") -> str:
-        """Export the network with its preprocessing, for serving without imgclf.
-
-        The exported model takes raw uint8 images ``(n, h, w, c)`` at
-        ``image_size_`` and ``n_channels_`` and returns class probabilities in
-        ``classes_`` order. ``format`` is ``"saved_model"`` (a folder) or
-        ``"tflite"`` (a file). Written atomically; see :func:`imgclf.export.export`.
-        """
-        from .export import export
-
-        return export(self, path, format=format)
 
 
 def _resolve_batch_size(batch_size, n_train: int) -> int:
