@@ -314,6 +314,18 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
         save(self, path)
 
+    def export(self, path, format: str = "saved_model") -> str:
+        """Export the network with its preprocessing, for serving without imgclf.
+
+        The exported model takes raw uint8 images ``(n, h, w, c)`` at
+        ``image_size_`` and ``n_channels_`` and returns class probabilities in
+        ``classes_`` order. ``format`` is ``"saved_model"`` (a folder) or
+        ``"tflite"`` (a file). Written atomically; see :func:`imgclf.export.export`.
+        """
+        from .export import export
+
+        return export(self, path, format=format)
+
 
 def _resolve_batch_size(batch_size, n_train: int) -> int:
     """``"auto"``: a power of two giving about 50 steps per epoch, from 16 to 128.

@@ -1,0 +1,172 @@
+"""Exporting a fitted classifier for serving: TensorFlow SavedModel and TFLite.
+
+The exported model holds the preprocessing, so a phone app or TF Serving feeds
+it raw ``uint8`` images of shape ``(n, height, width, channels)`` at the
+model's size (``clf.image_size_``, ``clf.n_channels_``) and gets class
+probabilities back, columns in ``clf.classes_`` order. Augmentation layers are
+part of ``model_`` but run in inference mode, so they do nothing there.
+
+Both formats are written under a temporary name beside the target and renamed
+into place only when complete, so an interrupted export never leaves a half
+written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from sklearn.utils.validation import check_is_fitted
+
+from ._backend import get_keras, get_tf
+from .exceptions import InputError
+
+#: Accepted ``format`` values, with the file name each is usually given.
+FORMATS = {"saved_model": "a folder, e.g. 'model/'", "tflite": "a file, e.g. 'model.tflite'"}
+
+# The exported signature's input and output names (what a serving client uses).
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+def export(estimator, path, format: str = "saved_model") -> str:
+    """Export a fitted imgclf classifier with its preprocessing inside.
+
+    Parameters
+    ----------
+    estimator : BaseImageClassifier
+        A fitted :class:`imgclf.CNNClassifier` or :class:`imgclf.TransferClassifier`.
+    path : str or PathLike
+        Where to write: a folder for ``"saved_model"``, a file for ``"tflite"``.
+        An earlier export at ``path`` is replaced only once the new one is complete.
+    format : {"saved_model", "tflite"}, default="saved_model"
+        ``"saved_model"``: a TensorFlow SavedModel whose ``serving_default``
+        signature takes ``image`` (uint8) and returns ``probabilities``; the
+        class labels are in its ``assets/labels.txt``, one per line.
+        ``"tflite"``: a TensorFlow Lite flat buffer with the same signature;
+        the labels go to a ``<path without suffix>.labels.txt`` file beside it.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Notes
+    -----
+    uint8 pixel values 0-255 are mapped onto the pixel range the model was
+    trained on (``estimator.input_range_``), so a model fitted on floats in
+    0-1 or on scikit-learn's 0-16 digits takes 0-255 images once exported.
+    """
+    check_is_fitted(estimator)
+    if format not in FORMATS:
+        raise InputError(
+            f"export format={format!r} is not supported; use one of "
+            + ", ".join(f"{name!r} ({where})" for name, where in FORMATS.items())
+            + "."
+        )
+    path = os.fspath(path)
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot export to {path!r}: the folder {folder!r} does not exist. Create it first."
+        )
+    if format == "tflite" and os.path.isdir(target):
+        raise InputError(
+            f"Cannot export TFLite to {path!r}: it is a folder. Give a file name such as "
+            f"{os.path.join(path, 'model.tflite')!r}."
+        )
+    if format == "saved_model" and os.path.isfile(target):
+        raise InputError(
+            f"Cannot export a SavedModel to {path!r}: a file of that name exists and a "
+            "SavedModel is a folder. Choose another name or remove the file."
+        )
+    if (
+        format == "saved_model"
+        and os.path.isdir(target)
+        and os.listdir(target)
+        and not os.path.exists(os.path.join(target, "saved_model.pb"))
+    ):
+        # Replacing a folder deletes it: never do that to one that is not an export.
+        raise InputError(
+            f"Cannot export a SavedModel to {path!r}: that folder exists and is not a "
+            "SavedModel, and exporting would replace it. Give a new folder name."
+        )
+
+    labels = "".join(f"{label}\n" for label in estimator.classes_)
+    work = tempfile.mkdtemp(prefix=".imgclf-export-", dir=folder)
+    try:
+        saved = os.path.join(work, "saved_model")
+        _write_saved_model(estimator, saved)
+        if format == "saved_model":
+            os.makedirs(os.path.join(saved, "assets"), exist_ok=True)
+            with open(os.path.join(saved, "assets", "labels.txt"), "w", encoding="utf-8") as f:
+                f.write(labels)
+            _replace_folder(saved, target, work)
+        else:
+            tflite = os.path.join(work, "model.tflite")
+            with open(tflite, "wb") as f:
+                f.write(_to_tflite(saved))
+            labels_path = os.path.splitext(target)[0] + ".labels.txt"
+            labels_tmp = os.path.join(work, "labels.txt")
+            with open(labels_tmp, "w", encoding="utf-8") as f:
+                f.write(labels)
+            os.replace(tflite, target)
+            os.replace(labels_tmp, labels_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def _serving_function(estimator):
+    """A function from uint8 images to probabilities, for the model's input size."""
+    tf = get_tf()
+    model = estimator.model_
+    low, high = (float(v) for v in estimator.input_range_)
+    scale = (high - low) / 255.0
+
+    def serve(images):
+        # uint8 0-255 onto the pixel units model_ was trained on; model_'s own
+        # first layer then maps those to 0-1.
+        x = tf.cast(images, tf.float32) * scale + low
+        return {OUTPUT_NAME: model(x, training=False)}
+
+    spec = tf.TensorSpec(
+        [None, *estimator.image_size_, estimator.n_channels_], tf.uint8, name=INPUT_NAME
+    )
+    return serve, spec
+
+
+def _write_saved_model(estimator, folder: str) -> None:
+    keras = get_keras()
+    serve, spec = _serving_function(estimator)
+    archive = keras.export.ExportArchive()
+    archive.track(estimator.model_)
+    # Named "serve", Keras also makes it the "serving_default" signature.
+    archive.add_endpoint("serve", serve, input_signature=[spec])
+    archive.write_out(folder, verbose=False)
+
+
+def _to_tflite(saved_model: str) -> bytes:
+    tf = get_tf()
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    return converter.convert()
+
+
+def _replace_folder(new: str, target: str, work: str) -> None:
+    """Move folder ``new`` to ``target``; an existing ``target`` is moved aside
+    first and deleted only after the new one is in place."""
+    if not os.path.exists(target):
+        os.replace(new, target)
+        return
+    old = os.path.join(work, "previous")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)  # put the earlier export back
+        raise
+
+
+__all__ = ["export", "FORMATS"]
