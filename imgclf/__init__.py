@@ -12,6 +12,9 @@ __version__ = "0.1.0.dev0"
 _EXPORTS = {
     "CNNClassifier": ".cnn",
     "load": ".persist",
+    "load_csv": ".data",
+    "load_filenames": ".data",
+    "load_folder": ".data",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -112,6 +112,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images = check_images(self, X, reset=not warm)
         y = check_targets(self, y, len(images))
+        if images.paths is not None:
+            images, y = pipeline.screen_paths(
+                images,
+                y,
+                on_bad_file=getattr(self, "on_bad_file", "skip"),
+                owner=type(self).__name__,
+            )
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -209,6 +216,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size_,
             shuffle=shuffle,
             seed=seed,
+            # getattr: a subclass written before these parameters existed still works.
+            cache=getattr(self, "cache", None),
         )
 
     def _class_weight(self, classes, y_enc):

@@ -229,6 +229,16 @@ def check_params(estimator) -> None:
     cbs = p.get("callbacks")
     if cbs is not None and not isinstance(cbs, (list, tuple)):
         errors.append(f"callbacks={cbs!r}: expected None or a list of keras.callbacks.Callback.")
+    if p.get("on_bad_file", "skip") not in ("skip", "error"):
+        errors.append(
+            f"on_bad_file={p['on_bad_file']!r}: expected 'skip' (train without unreadable "
+            "files, with a warning naming them) or 'error' (raise, naming them)."
+        )
+    cache = p.get("cache")
+    if cache is not None and cache != "memory" and not isinstance(cache, (str, os.PathLike)):
+        errors.append(
+            f"cache={cache!r}: expected None (stream from disk), 'memory' or a folder path."
+        )
     errors.extend(estimator._check_own_params())
     if errors:
         name = type(estimator).__name__

@@ -68,6 +68,18 @@ class CNNClassifier(BaseImageClassifier):
         starting again (same classes and input shape required).
     callbacks : list of keras.callbacks.Callback, optional
         Extra Keras callbacks run during training.
+    on_bad_file : {"skip", "error"}, default="skip"
+        What ``fit`` does with image files that cannot be used (empty,
+        truncated, not an image, over ``PIL.Image.MAX_IMAGE_PIXELS``):
+        ``"skip"`` trains without them and warns, naming each file;
+        ``"error"`` raises :class:`imgclf.exceptions.ImageFileError` naming
+        each. Prediction always raises: one answer is owed per sample.
+    cache : None, "memory" or path, default=None
+        For file paths: ``None`` streams every epoch from disk (bounded
+        memory); ``"memory"`` decodes the files once into a uint8 array
+        (fast epochs, ``n * h * w * c`` bytes); a folder decodes them once
+        into a ``.npy`` file there, reused by later fits on the same files
+        (cross-validation, grid search) and read back by memory map.
     filters : int, default=32
         Width of the first stage; each further stage doubles it (at most 512).
     depth : int, optional
@@ -127,6 +139,8 @@ class CNNClassifier(BaseImageClassifier):
         verbose: int = 0,
         warm_start: bool = False,
         callbacks=None,
+        on_bad_file: str = "skip",
+        cache=None,
         filters: int = 32,
         depth: int | None = None,
         dropout: float = 0.3,
@@ -145,6 +159,8 @@ class CNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.warm_start = warm_start
         self.callbacks = callbacks
+        self.on_bad_file = on_bad_file
+        self.cache = cache
         self.filters = filters
         self.depth = depth
         self.dropout = dropout

@@ -1,0 +1,427 @@
+"""Loaders: turn a folder tree, a CSV manifest or labelled file names into
+``(X, y)``, with ``X`` a 1-D array of image paths every imgclf estimator (and
+every scikit-learn splitter) takes.
+
+Each loader only finds ``(path, label)`` pairs; one core, :func:`_finish`,
+checks the files (the scan of :mod:`imgclf.decode`: header and end marker,
+no pixel decoding), drops or rejects the bad ones and builds the arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from .decode import IMAGE_EXTENSIONS
+from .exceptions import ImageFileError, InputError
+from .pipeline import _describe, find_bad_files
+
+_LIST_AT_MOST = 20
+
+
+def _is_hidden(name: str) -> bool:
+    # .DS_Store, ._resource forks, .ipynb_checkpoints; Thumbs.db and desktop.ini
+    # are not images by extension anyway.
+    return name.startswith(".")
+
+
+def _is_image_name(name: str) -> bool:
+    return not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _image_files(folder: str, recursive: bool) -> list[str]:
+    """Image files under ``folder``, sorted (by relative path) so the order is
+    the same on every machine and file system."""
+    found = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+            found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_name(f))
+    else:
+        with os.scandir(folder) as entries:
+            found = [e.path for e in entries if e.is_file() and _is_image_name(e.name)]
+    return sorted(found, key=lambda p: os.path.relpath(p, folder))
+
+
+def _subfolders(folder: str) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not _is_hidden(e.name))
+
+
+def _check_root(root, what: str) -> str:
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise InputError(f"{what}: {root!r} does not exist.")
+    if not os.path.isdir(root):
+        raise InputError(f"{what}: {root!r} is a file, not a folder.")
+    return root
+
+
+def _check_on_bad_file(on_bad_file: str) -> None:
+    if on_bad_file not in ("skip", "error"):
+        raise InputError(
+            f"on_bad_file={on_bad_file!r}: expected 'skip' (leave unreadable files out, "
+            "with a warning naming them) or 'error' (raise, naming them)."
+        )
+
+
+def _finish(paths: list[str], labels: list, *, on_bad_file: str, source: str):
+    """The core every loader ends in: check the files, then build ``(X, y)``."""
+    if not paths:
+        raise InputError(
+            f"{source} has no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+            "any case)."
+        )
+    _, bad = find_bad_files(paths)
+    if bad:
+        if on_bad_file == "error" or len(bad) == len(paths):
+            raise ImageFileError(
+                f"{source}: {len(bad)} of {len(paths)} image files cannot be used:\n"
+                f"{_describe(bad)}\nRemove or fix them, or pass on_bad_file='skip' to "
+                "leave them out."
+            )
+        warnings.warn(
+            f"{source}: left out {len(bad)} of {len(paths)} image files that cannot be "
+            f"used:\n{_describe(bad)}",
+            UserWarning,
+            stacklevel=3,
+        )
+        drop = {i for i, _, _ in bad}
+        paths = [p for i, p in enumerate(paths) if i not in drop]
+        labels = [v for i, v in enumerate(labels) if i not in drop]
+    X = np.empty(len(paths), dtype=object)
+    X[:] = paths
+    return X, np.asarray(labels)
+
+
+def load_folder(root, *, on_bad_file: str = "skip"):
+    """Images in one sub-folder per class: ``root/<class>/<image>``.
+
+    The Kaggle shape, where ``root`` holds a single folder that holds the
+    class folders (``seg_train/seg_train/<class>/...``), is recognised and
+    descended into. Images in deeper sub-folders of a class folder belong to
+    that class.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder holding the class folders.
+    on_bad_file : {"skip", "error"}, default="skip"
+        Files with an image extension that cannot be used (empty, truncated,
+        not really an image, over ``PIL.Image.MAX_IMAGE_PIXELS``): ``"skip"``
+        leaves them out and warns, naming each; ``"error"`` raises
+        :class:`imgclf.exceptions.ImageFileError` naming each.
+
+    Returns
+    -------
+    X : ndarray of shape (n,), dtype object
+        Image paths (``str``), sorted by class then by path within a class.
+        Only image files count (jpg, jpeg, png, bmp, gif, tif, tiff, webp, in
+        any case); hidden files and folders (``.DS_Store``...) are ignored.
+    y : ndarray of shape (n,)
+        The class folder name of each image.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from PIL import Image
+    >>> from imgclf import load_folder
+    >>> root = tempfile.mkdtemp()
+    >>> for name in ["cat", "dog"]:
+    ...     os.mkdir(os.path.join(root, name))
+    ...     Image.new("RGB", (8, 8)).save(os.path.join(root, name, "1.png"))
+    >>> X, y = load_folder(root)
+    >>> [os.path.relpath(p, root) for p in X], y.tolist()
+    (['cat/1.png', 'dog/1.png'], ['cat', 'dog'])
+    """
+    _check_on_bad_file(on_bad_file)
+    top = _check_root(root, "load_folder")
+    folder = top
+    # Kaggle archives unpack to root/<name>/<class>/...: descend while the
+    # folder holds exactly one folder and no images of its own.
+    while True:
+        subs = _subfolders(folder)
+        if len(subs) != 1 or _image_files(folder, recursive=False):
+            break
+        inner = os.path.join(folder, subs[0])
+        if _image_files(inner, recursive=False) or not _subfolders(inner):
+            break
+        folder = inner
+    classes = _subfolders(folder)
+    if not classes:
+        loose = len(_image_files(folder, recursive=False))
+        hint = (
+            f" It holds {loose} images directly: use load_filenames if their names "
+            "carry the label, or sort them into one folder per class."
+            if loose
+            else ""
+        )
+        raise InputError(
+            f"load_folder: {folder!r} has no class folders; expected "
+            f"{folder}/<class name>/<image files>.{hint}"
+        )
+    paths, labels = [], []
+    for name in classes:
+        files = _image_files(os.path.join(folder, name), recursive=True)
+        paths.extend(files)
+        labels.extend([name] * len(files))
+    return _finish(paths, labels, on_bad_file=on_bad_file, source=f"load_folder({top!r})")
+
+
+_PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file", "image", "image_path")
+_LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+
+
+def _pick_column(header: list[str], given, known: tuple, fallback: int, role: str, path: str):
+    if given is not None:
+        if isinstance(given, int) and not isinstance(given, bool):
+            if not 0 <= given < len(header):
+                raise InputError(
+                    f"load_csv: {role}={given} but {path!r} has {len(header)} columns."
+                )
+            return given
+        if given not in header:
+            from ._validation import _did_you_mean
+
+            raise InputError(
+                f"load_csv: {role}={given!r} is not a column of {path!r}"
+                f"{_did_you_mean(str(given), header)}; its columns are {header}."
+            )
+        return header.index(given)
+    lowered = [h.strip().lower() for h in header]
+    for name in known:
+        if name in lowered:
+            return lowered.index(name)
+    return fallback
+
+
+def load_csv(
+    path,
+    path_column=None,
+    label_column=None,
+    *,
+    root=None,
+    missing: str = "error",
+    on_bad_file: str = "skip",
+):
+    """Images listed in a CSV manifest, one row per image.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file. Its first row is the header.
+    path_column, label_column : str or int, optional
+        Column names (or 0-based positions) of the image path and the label.
+        By default the first column named one of ``path``, ``filepath``,
+        ``file_path``, ``filename``, ``file``, ``image``, ``image_path`` (any
+        case) holds paths and the first named ``label``, ``class``,
+        ``target``, ``category`` or ``y`` holds labels; failing that, the
+        first column is the path and the second the label.
+    root : str or os.PathLike, optional
+        Folder relative paths are taken from. Default: the CSV's folder.
+    missing : {"error", "skip"}, default="error"
+        Rows naming files that do not exist: ``"error"`` raises one
+        :class:`imgclf.exceptions.InputError` listing their row numbers (as
+        a spreadsheet shows them, header = row 1) and paths; ``"skip"``
+        leaves them out with a warning.
+    on_bad_file : {"skip", "error"}, default="skip"
+        Files that exist but cannot be used; see :func:`load_folder`.
+
+    Returns
+    -------
+    X : ndarray of shape (n,), dtype object
+        Image paths in row order.
+    y : ndarray of shape (n,)
+        Labels, as read (strings).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from PIL import Image
+    >>> from imgclf import load_csv
+    >>> root = tempfile.mkdtemp()
+    >>> Image.new("L", (8, 8)).save(os.path.join(root, "a.png"))
+    >>> with open(os.path.join(root, "labels.csv"), "w") as f:
+    ...     _ = f.write("filename,label\\na.png,cat\\n")
+    >>> X, y = load_csv(os.path.join(root, "labels.csv"))
+    >>> os.path.basename(X[0]), str(y[0])
+    ('a.png', 'cat')
+    """
+    import csv
+
+    _check_on_bad_file(on_bad_file)
+    if missing not in ("error", "skip"):
+        raise InputError(f"load_csv: missing={missing!r}: expected 'error' or 'skip'.")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"load_csv: {path!r} does not exist or is not a file.")
+    base = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise InputError(f"load_csv: {path!r} is empty; expected a header and one row per image.")
+    header = rows[0]
+    if len(header) < 2:
+        raise InputError(
+            f"load_csv: {path!r} has {len(header)} column ({header}); it needs a path column "
+            "and a label column."
+        )
+    pcol = _pick_column(header, path_column, _PATH_COLUMNS, 0, "path_column", path)
+    default_label = 1 if pcol == 0 else 0
+    lcol = _pick_column(header, label_column, _LABEL_COLUMNS, default_label, "label_column", path)
+    paths, labels, absent, short = [], [], [], []
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines, common at the end of hand-edited files
+        if len(row) <= max(pcol, lcol):
+            short.append(number)
+            continue
+        file = os.path.join(base, row[pcol].strip())
+        if not os.path.exists(file):
+            absent.append((number, file))
+            continue
+        paths.append(file)
+        labels.append(row[lcol].strip())
+    if short:
+        raise InputError(
+            f"load_csv: rows {short[:_LIST_AT_MOST]} of {path!r} have fewer than "
+            f"{max(pcol, lcol) + 1} columns."
+        )
+    if absent:
+        listing = "\n".join(f"  row {n}: {p!r}" for n, p in absent[:_LIST_AT_MOST])
+        more = f"\n  ... and {len(absent) - _LIST_AT_MOST} more" if len(absent) > 20 else ""
+        where = f"root={base!r}" if root is not None else f"the CSV's folder {base!r}"
+        message = (
+            f"load_csv: {len(absent)} of {len(rows) - 1} rows of {path!r} name files that do "
+            f"not exist (paths are relative to {where}):\n{listing}{more}"
+        )
+        if missing == "error":
+            raise InputError(
+                f"{message}\nFix the paths, pass root= the folder they are relative to, "
+                "or pass missing='skip' to leave those rows out."
+            )
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return _finish(paths, labels, on_bad_file=on_bad_file, source=f"load_csv({path!r})")
+
+
+def load_filenames(
+    root,
+    prefix_length: int | None = None,
+    pattern: str | None = None,
+    mapping: Mapping | None = None,
+    *,
+    recursive: bool = False,
+    on_bad_file: str = "skip",
+):
+    """Images in one folder, the label read from each file's name.
+
+    Give exactly one of ``prefix_length`` (``3``: ``eII0042.png`` -> ``eII``)
+    and ``pattern`` (a regular expression searched in the file name; its
+    first group, or the whole match if it has no group, is the label).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder holding the images.
+    prefix_length : int, optional
+        The label is the first ``prefix_length`` characters of the file name.
+    pattern : str, optional
+        Regular expression, e.g. ``r"^([a-z]+)_\\d+"`` for ``cat_001.jpg``.
+    mapping : dict, optional
+        Turns codes into readable labels: ``{"eII": "Elizabeth II",
+        "gvi": "George VI", "lin": "Lincoln"}``. A code missing from it is an
+        error that lists the codes and a file of each.
+    recursive : bool, default=False
+        Also look in sub-folders.
+    on_bad_file : {"skip", "error"}, default="skip"
+        Files that cannot be used; see :func:`load_folder`.
+
+    Returns
+    -------
+    X : ndarray of shape (n,), dtype object
+        Image paths, sorted.
+    y : ndarray of shape (n,)
+        The label of each image.
+
+    Warns
+    -----
+    UserWarning
+        Naming the image files whose name gives no label (too short for
+        ``prefix_length``, or not matching ``pattern``); they are left out.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from PIL import Image
+    >>> from imgclf import load_filenames
+    >>> root = tempfile.mkdtemp()
+    >>> for name in ["eII0001.png", "gvi0001.png"]:
+    ...     Image.new("L", (8, 8)).save(os.path.join(root, name))
+    >>> X, y = load_filenames(root, prefix_length=3, mapping={"eII": "Elizabeth II",
+    ...                                                        "gvi": "George VI"})
+    >>> y.tolist()
+    ['Elizabeth II', 'George VI']
+    """
+    _check_on_bad_file(on_bad_file)
+    if (prefix_length is None) == (pattern is None):
+        raise InputError(
+            "load_filenames needs exactly one of prefix_length (e.g. 3 for 'eII0042.png' -> "
+            "'eII') and pattern (a regular expression whose group 1 is the label)."
+        )
+    if prefix_length is not None and (
+        isinstance(prefix_length, bool) or not isinstance(prefix_length, int) or prefix_length < 1
+    ):
+        raise InputError(f"load_filenames: prefix_length={prefix_length!r}: expected an int >= 1.")
+    regex = None
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise InputError(
+                f"load_filenames: pattern={pattern!r} is not a valid regex: {exc}."
+            ) from None
+    folder = _check_root(root, "load_filenames")
+    paths, labels, unmatched = [], [], []
+    for file in _image_files(folder, recursive=recursive):
+        name = os.path.basename(file)
+        if regex is not None:
+            match = regex.search(name)
+            code = None if match is None else (match.group(1) if regex.groups else match.group(0))
+        else:
+            stem = os.path.splitext(name)[0]
+            code = stem[:prefix_length] if len(stem) >= prefix_length else None
+        if not code:
+            unmatched.append(file)
+            continue
+        paths.append(file)
+        labels.append(code)
+    rule = f"pattern={pattern!r}" if regex is not None else f"prefix_length={prefix_length}"
+    if unmatched:
+        listing = "\n".join(f"  - {p!r}" for p in unmatched[:_LIST_AT_MOST])
+        more = f"\n  ... and {len(unmatched) - _LIST_AT_MOST} more" if len(unmatched) > 20 else ""
+        warnings.warn(
+            f"load_filenames: left out {len(unmatched)} image files whose name gives no label "
+            f"with {rule}:\n{listing}{more}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if mapping is not None:
+        unknown = {}
+        for file, code in zip(paths, labels, strict=True):
+            if code not in mapping:
+                unknown.setdefault(code, file)
+        if unknown:
+            listing = "\n".join(f"  {c!r} (e.g. {f!r})" for c, f in sorted(unknown.items()))
+            raise InputError(
+                f"load_filenames: mapping has no entry for {len(unknown)} codes read with "
+                f"{rule}:\n{listing}\nAdd them to mapping, or check prefix_length / pattern."
+            )
+        labels = [mapping[code] for code in labels]
+    return _finish(paths, labels, on_bad_file=on_bad_file, source=f"load_filenames({folder!r})")
+
+
+__all__ = ["load_csv", "load_filenames", "load_folder"]
