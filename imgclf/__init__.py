@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 # Public name -> module that defines it.
 _EXPORTS = {
     "CNNClassifier": ".cnn",
+    "TransferClassifier": ".transfer",
     "load": ".persist",
     "load_csv": ".data",
     "load_filenames": ".data",

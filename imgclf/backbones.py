@@ -1,0 +1,170 @@
+"""The registry of pretrained ``keras.applications`` backbones.
+
+Each entry knows how to build its network without the ImageNet classifier on
+top, the sizes it works at, and how its ``preprocess_input`` scales pixels.
+The scaling becomes a layer of the model itself (a ``Rescaling`` or a frozen
+1x1 convolution, both built-in Keras layers), so a saved model needs neither
+imgclf nor ``custom_objects`` to load, and the estimator's network keeps taking
+images in 0-1 like every imgclf network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._backend import get_keras
+from ._validation import _did_you_mean
+from .exceptions import InputError
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One pretrained network of ``keras.applications``.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"mobilenet_v2"``.
+    constructor : str
+        Attribute of ``keras.applications`` that builds it, e.g. ``"MobileNetV2"``.
+    module : str
+        Sub-module of ``keras.applications`` whose ``preprocess_input`` the
+        ImageNet weights were trained with, e.g. ``"mobilenet_v2"``.
+    default_size : int
+        Side the ImageNet weights were trained at; used when ``image_size`` is None.
+    min_size : int
+        Smallest side the network accepts.
+    """
+
+    name: str
+    constructor: str
+    module: str
+    default_size: int = 224
+    min_size: int = 32
+
+    def build(self, input_shape: tuple[int, int, int], weights):
+        """The network without its classifier (``include_top=False``), unpooled."""
+        keras = get_keras()
+        build = getattr(keras.applications, self.constructor)
+        return build(include_top=False, weights=weights, input_shape=tuple(input_shape))
+
+    def preprocess_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, b)`` such that ``preprocess_input(255 * x) == x @ A + b`` for RGB
+        pixels ``x`` in 0-1.
+
+        Every ``keras.applications`` scaling ("tf", "torch", "caffe" with its
+        RGB->BGR swap, or none for networks that scale inside) is affine per
+        pixel, so it is read off ``preprocess_input`` itself by probing it with
+        black and the three primaries, then checked on random pixels.
+        """
+        keras = get_keras()
+        preprocess = getattr(keras.applications, self.module).preprocess_input
+        probe = np.zeros((4, 1, 1, 3), dtype=np.float32)
+        probe[1:, 0, 0] = 255.0 * np.eye(3, dtype=np.float32)
+        out = np.asarray(preprocess(probe.copy()), dtype=np.float64).reshape(4, 3)
+        offset = out[0]
+        matrix = out[1:] - offset
+        check = np.random.default_rng(0).uniform(0, 1, size=(8, 1, 1, 3)).astype(np.float32)
+        expected = np.asarray(preprocess(255.0 * check), dtype=np.float64).reshape(8, 3)
+        got = check.reshape(8, 3).astype(np.float64) @ matrix + offset
+        if not np.allclose(got, expected, rtol=1e-4, atol=1e-3):
+            # Only a keras.applications change could cause this: say so plainly.
+            raise RuntimeError(
+                f"keras.applications.{self.module}.preprocess_input is not a per-pixel affine "
+                "map in this Keras version; imgclf cannot express it as a layer."
+            )
+        return matrix, offset
+
+    def preprocess_layers(self, x):
+        """Apply this backbone's input scaling to ``x`` (images in 0-1)."""
+        layers = get_keras().layers
+        matrix, offset = self.preprocess_affine()
+        scale = matrix[0, 0]
+        if np.allclose(matrix, scale * np.eye(3)) and np.allclose(offset, offset[0]):
+            return layers.Rescaling(float(scale), offset=float(offset[0]), name="preprocess")(x)
+        # Per-channel scaling or a channel swap: a 1x1 convolution with fixed weights.
+        conv = layers.Conv2D(3, 1, name="preprocess", trainable=False, dtype="float32")
+        y = conv(x)
+        conv.set_weights([matrix.reshape(1, 1, 3, 3).astype(np.float32), offset.astype(np.float32)])
+        return y
+
+
+#: Name -> :class:`Backbone`. Sizes are those ``keras.applications`` checks.
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        Backbone("mobilenet_v2", "MobileNetV2", "mobilenet_v2"),
+        Backbone("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3"),
+        Backbone("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3"),
+        Backbone("efficientnet_b0", "EfficientNetB0", "efficientnet"),
+        Backbone("efficientnet_v2_b0", "EfficientNetV2B0", "efficientnet_v2"),
+        Backbone("resnet50", "ResNet50", "resnet50"),
+        Backbone("resnet50_v2", "ResNet50V2", "resnet_v2"),
+        Backbone("vgg16", "VGG16", "vgg16"),
+        Backbone("densenet121", "DenseNet121", "densenet"),
+        Backbone("convnext_tiny", "ConvNeXtTiny", "convnext"),
+        Backbone("xception", "Xception", "xception", default_size=299, min_size=71),
+        Backbone("inception_v3", "InceptionV3", "inception_v3", default_size=299, min_size=75),
+    ]
+}
+
+
+def get_backbone(name: str, owner: str = "TransferClassifier") -> Backbone:
+    """Registry entry for ``name``; an unknown name lists the known ones."""
+    key = name.lower().replace("-", "_")
+    if key in BACKBONES:
+        return BACKBONES[key]
+    raise InputError(unknown_backbone_message(name, owner))
+
+
+def unknown_backbone_message(name: str, owner: str = "TransferClassifier") -> str:
+    return (
+        f"{owner} has no backbone named {name!r}{_did_you_mean(name.lower(), BACKBONES)}. "
+        f"Known backbones: {', '.join(BACKBONES)}. Or pass a keras.Model, or the path "
+        "of a saved .keras model."
+    )
+
+
+def keras_models_dir() -> str:
+    """Where Keras caches downloaded weights (``$KERAS_HOME/models``, default
+    ``~/.keras/models``)."""
+    try:
+        # Where get_file really writes: Keras falls back to /tmp/.keras when
+        # the home folder is read-only. Private, hence the fallback below.
+        from keras.src.backend.config import keras_home
+
+        home = keras_home()
+    except ImportError:
+        home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+    return os.path.join(home, "models")
+
+
+# Keras's get_file reports "URL fetch failure on <url>: <errno> -- <reason>".
+_FETCH_FAILURE = re.compile(r"(?:URL fetch failure on|fetch failure on)\s+(\S+?):?\s")
+
+
+def download_failure(exc: BaseException, backbone: Backbone, owner: str) -> InputError | None:
+    """Turn Keras's failed weights download into a message saying what to do
+    offline, or return None if ``exc`` is not a download failure."""
+    text = str(exc)
+    match = _FETCH_FAILURE.search(text + " ")
+    if match is None:
+        return None
+    url = match.group(1).rstrip(":")
+    file_name = url.rsplit("/", 1)[-1]
+    folder = keras_models_dir()
+    return InputError(
+        f"{owner} could not download the ImageNet weights for {backbone.name!r} (no network?): "
+        f"{text}\nEither\n"
+        f"  1. place {file_name} (from {url}) in {folder}{os.sep} "
+        f"(i.e. {os.path.join(folder, file_name)}), or\n"
+        "  2. pass weights='/path/to/weights.h5', a weights file for this backbone, or\n"
+        "  3. pass weights=None to train the backbone from random initialisation."
+    )
+
+
+__all__ = ["BACKBONES", "Backbone", "get_backbone"]

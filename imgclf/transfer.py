@@ -1,0 +1,597 @@
+"""TransferClassifier: a pretrained backbone, frozen then optionally fine-tuned."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from ._backend import get_keras, get_tf
+from ._base import BaseImageClassifier, _model_from_bytes, _model_to_bytes
+from ._validation import _is_int, image_size_tuple
+from .backbones import BACKBONES, Backbone, download_failure, unknown_backbone_message
+from .exceptions import InputError
+
+
+class TransferClassifier(BaseImageClassifier):
+    """A pretrained network with a new classification head, as a scikit-learn classifier.
+
+    Training runs in two stages (what fastai calls ``fine_tune``):
+
+    1. The backbone is frozen and a new head (global average pooling,
+       dropout, a softmax layer) is trained for up to ``epochs`` epochs with
+       early stopping. Without augmentation the frozen backbone's features of
+       the training images never change, so they are computed once and the
+       head is trained on them, then put back on the backbone: each epoch
+       costs a pass over small feature vectors, not over the backbone.
+    2. If ``fine_tune_epochs > 0``, the top of the backbone (``fine_tune_layers``)
+       is unfrozen and the whole network trained further at
+       ``fine_tune_learning_rate``. BatchNorm layers stay frozen and in
+       inference mode (the backbone is always called with ``training=False``),
+       so small batches of new images do not wreck their statistics. With a
+       hold-out, the fine-tuned weights are kept only if they beat the frozen
+       stage's best validation loss.
+
+    Parameters
+    ----------
+    backbone : str, path or keras.Model, default="mobilenet_v2"
+        A name from :data:`imgclf.backbones.BACKBONES` (``"mobilenet_v2"``,
+        ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``, ``"efficientnet_b0"``,
+        ``"efficientnet_v2_b0"``, ``"resnet50"``, ``"resnet50_v2"``, ``"vgg16"``,
+        ``"densenet121"``, ``"convnext_tiny"``, ``"xception"``, ``"inception_v3"``),
+        each fed images scaled as its ``preprocess_input`` expects; or your own
+        network: a ``keras.Model`` or the path of a saved ``.keras`` model. Your
+        own network receives float pixels in 0-255 (as ``keras.applications``
+        models and imgclf's own ``model_`` take them); a trailing softmax
+        classifier (a ``Dense`` layer and any ``Dropout`` before it) is cut off,
+        and its output is pooled to a feature vector. The model you pass is
+        copied, never changed.
+    weights : "imagenet", None or path, default="imagenet"
+        For a named backbone: ``"imagenet"`` uses Keras's download and cache
+        (``~/.keras/models``); ``None`` starts from random initialisation; a path
+        loads a local weights file for that backbone (e.g. one saved with
+        ``save_weights``). For your own network, ``"imagenet"`` means "the
+        weights it carries", ``None`` re-initialises it, a path loads that
+        weights file into it.
+    epochs : int, default=20
+        Maximum epochs of the frozen stage.
+    batch_size : int or "auto", default="auto"
+        Images per gradient step; ``"auto"`` gives about 50 steps per epoch
+        (16 to 128 images).
+    learning_rate : float, default=1e-3
+        Adam learning rate of the frozen stage.
+    image_size : int or (int, int), optional
+        Size every image is resized to. ``None``: the named backbone's default
+        (224, or 299 for Xception and InceptionV3), or your network's input size
+        (the arrays' size, or 64x64 for files, if it takes any size).
+    color_mode : {"auto", "grayscale", "rgb"}, default="auto"
+        How inputs are read; named backbones always take RGB, so grayscale
+        images are repeated over three channels.
+    augment : None, str, dict or list of keras layers, default=None
+        Training-time augmentation, as for :class:`CNNClassifier`. Turning it
+        on makes the frozen stage run the backbone every epoch.
+    early_stopping : bool, default=True
+        Stop each stage when the validation loss (the training loss without a
+        hold-out) stops improving, and restore that stage's best weights.
+    patience : int, default=5
+        Epochs without improvement before early stopping.
+    validation_fraction : float, default=0.1
+        Stratified hold-out for early stopping and ``history_["val_*"]``.
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class label, or ``"balanced"``.
+    random_state : int, RandomState or None, default=None
+        Seeds the head's (and a random backbone's) weights, shuffling,
+        augmentation and the hold-out split.
+    verbose : int, default=0
+        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+    warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit`` (both stages
+        run again).
+    callbacks : list of keras.callbacks.Callback, optional
+        Extra Keras callbacks, run in both stages. In the frozen stage's fast
+        path they see the head model (features in, probabilities out).
+    on_bad_file : {"skip", "error"}, default="skip"
+        For file paths: train without unreadable files (with a warning naming
+        them), or raise. See :class:`CNNClassifier`.
+    cache : None, "memory" or path, default=None
+        For file paths: decode them every epoch, once into memory, or once
+        into a folder. See :class:`CNNClassifier`.
+    dropout : float, default=0.2
+        Dropout rate before the new softmax layer.
+    fine_tune_epochs : int, default=0
+        Maximum epochs of the fine-tune stage; 0 skips it.
+    fine_tune_layers : int or float, default=0.25
+        How much of the backbone to unfreeze: an integer counts layers of
+        ``backbone.layers`` from the top, a float in (0, 1] is a fraction of
+        them (1.0: all). BatchNorm layers among them stay frozen.
+    fine_tune_learning_rate : float, optional
+        Learning rate of the fine-tune stage; ``None`` is ``learning_rate / 10``.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The trained network, taking float32 images in the training data's pixel
+        units. Its layers include ``"backbone"`` (the pretrained network),
+        ``"features"`` (the pooled feature vector) and ``"classifier"``.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of ``predict_proba``'s columns.
+    history_ : dict of str to list of float
+        Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` over
+        both stages, and ``stage``: 1.0 for frozen-backbone epochs, 2.0 for
+        fine-tune epochs.
+    batch_size_ : int
+        The batch size used in the last fit.
+    image_size_ : (int, int)
+        Height and width the network takes.
+    n_channels_ : int
+        Channels the network takes (3 for named backbones).
+    input_range_ : (float, float)
+        Pixel values mapped to 0 and 1 by the network's first layer.
+    n_features_in_ : int
+        Number of features, only when fitted on flattened ``(n, d)`` input.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import TransferClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = TransferClassifier(backbone="mobilenet_v3_small", weights=None,
+    ...                          image_size=32, epochs=2, random_state=0)
+    >>> clf.fit(X[:100], y[:100]).predict(X[:3]).shape
+    (3,)
+    >>> clf.history_["stage"]
+    [1.0, 1.0]
+    """
+
+    # The frozen stage trains the head on features computed once when nothing
+    # random happens before the backbone; benchmarks turn this off to time the
+    # plain approach (the whole network, every epoch).
+    _fast_frozen_stage = True
+
+    def __init__(
+        self,
+        *,
+        backbone="mobilenet_v2",
+        weights="imagenet",
+        epochs: int = 20,
+        batch_size="auto",
+        learning_rate: float = 1e-3,
+        image_size=None,
+        color_mode: str = "auto",
+        augment=None,
+        early_stopping: bool = True,
+        patience: int = 5,
+        validation_fraction: float = 0.1,
+        class_weight=None,
+        random_state=None,
+        verbose: int = 0,
+        warm_start: bool = False,
+        callbacks=None,
+        on_bad_file: str = "skip",
+        cache=None,
+        dropout: float = 0.2,
+        fine_tune_epochs: int = 0,
+        fine_tune_layers=0.25,
+        fine_tune_learning_rate: float | None = None,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.image_size = image_size
+        self.color_mode = color_mode
+        self.augment = augment
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.on_bad_file = on_bad_file
+        self.cache = cache
+        self.dropout = dropout
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_layers = fine_tune_layers
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+
+    # ------------------------------------------------------------ parameters
+    def _named(self) -> Backbone | None:
+        """The registry entry, or None when ``backbone`` is the user's network."""
+        if isinstance(self.backbone, str) and not _looks_like_path(self.backbone):
+            return BACKBONES.get(self.backbone.lower().replace("-", "_"))
+        return None
+
+    def _check_own_params(self) -> list[str]:
+        errors = []
+        keras_model = _is_keras_model(self.backbone)
+        if isinstance(self.backbone, (str, os.PathLike)) and not keras_model:
+            value = os.fspath(self.backbone)
+            if _looks_like_path(value):
+                if not os.path.isfile(value):
+                    errors.append(
+                        f"backbone={value!r}: no such file. Pass an existing .keras file."
+                    )
+                elif not value.endswith(".keras"):
+                    errors.append(
+                        f"backbone={value!r}: expected a model saved with model.save('....keras'); "
+                        "for a weights file of a named backbone use weights=... instead."
+                    )
+            elif self._named() is None:
+                errors.append(f"backbone={value!r}: {unknown_backbone_message(value)}")
+        elif not keras_model:
+            errors.append(
+                f"backbone={self.backbone!r}: expected a backbone name such as 'mobilenet_v2', "
+                "the path of a .keras model, or a keras.Model."
+            )
+        w = self.weights
+        if w is not None and w != "imagenet":
+            if not isinstance(w, (str, os.PathLike)):
+                errors.append(f"weights={w!r}: expected 'imagenet', None or a weights file path.")
+            elif not os.path.isfile(os.fspath(w)):
+                errors.append(
+                    f"weights={os.fspath(w)!r}: no such file. Pass 'imagenet', None (random "
+                    "initialisation) or the path of an existing weights file."
+                )
+        named = self._named()
+        size = image_size_tuple(self.image_size) if _valid_size(self.image_size) else None
+        if named is not None and size is not None and min(size) < named.min_size:
+            errors.append(
+                f"image_size={self.image_size!r}: backbone {named.name!r} takes images of at "
+                f"least {named.min_size}x{named.min_size} px. Pass image_size >= "
+                f"{named.min_size}, or None for its default {named.default_size}; small "
+                "images are upscaled."
+            )
+        if not _is_rate(self.dropout):
+            errors.append(f"dropout={self.dropout!r}: expected a number in [0, 1).")
+        if not _is_int(self.fine_tune_epochs, 0):
+            errors.append(
+                f"fine_tune_epochs={self.fine_tune_epochs!r}: expected an integer >= 0 "
+                "(0 skips fine-tuning)."
+            )
+        ftl = self.fine_tune_layers
+        is_fraction = isinstance(ftl, float) and 0 < ftl <= 1
+        if not (_is_int(ftl, 1) or is_fraction):
+            errors.append(
+                f"fine_tune_layers={ftl!r}: expected an integer >= 1 (layers from the top) "
+                "or a fraction in (0, 1] (1.0 unfreezes all)."
+            )
+        lr = self.fine_tune_learning_rate
+        if lr is not None and (
+            isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0
+        ):
+            errors.append(
+                f"fine_tune_learning_rate={lr!r}: expected None (learning_rate / 10) or a "
+                "number > 0."
+            )
+        return errors
+
+    # ----------------------------------------------------------- input spec
+    def fit(self, X, y):
+        """Train the head on the frozen backbone, then optionally fine-tune.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images ``(n, h, w)`` or ``(n, h, w, c)``, flattened square images
+            ``(n, d)``, or a 1-D list / array / Series of image file paths.
+        y : array-like of shape (n,)
+            Class labels.
+
+        Returns
+        -------
+        self
+        """
+        try:
+            return super().fit(X, y)
+        finally:
+            # The user's network, loaded once per fit; never kept after it.
+            self.__dict__.pop("_source_model", None)
+
+    def _source(self):
+        """The user's network as given (a model, or loaded from its file)."""
+        if "_source_model" not in self.__dict__:
+            if _is_keras_model(self.backbone):
+                model = self.backbone
+            else:
+                path = os.fspath(self.backbone)
+                try:
+                    model = get_keras().models.load_model(path, compile=False)
+                except Exception as exc:
+                    raise InputError(
+                        f"{type(self).__name__} could not load backbone={path!r} as a Keras "
+                        f"model: {exc}. Save it with model.save('name.keras')."
+                    ) from exc
+            shape = _input_shape(model)
+            if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
+                raise InputError(
+                    f"backbone {getattr(model, 'name', model)!r} takes input of shape {shape}; "
+                    "TransferClassifier needs a model with one image input (None, h, w, 1 or 3), "
+                    "e.g. built from keras.Input((h, w, 3))."
+                )
+            self.__dict__["_source_model"] = model
+        return self.__dict__["_source_model"]
+
+    def _network_channels(self, channels: int) -> int:
+        if self._named() is not None:
+            return 3  # ImageNet networks take RGB; the pipeline repeats grayscale
+        return int(_input_shape(self._source())[-1])
+
+    def _default_image_size(self, data_size):
+        named = self._named()
+        if named is not None:
+            return (named.default_size, named.default_size)
+        height, width = _input_shape(self._source())[1:3]
+        if height is not None and width is not None:
+            return (int(height), int(width))
+        return super()._default_image_size(data_size)
+
+    # --------------------------------------------------------------- network
+    def _build_network(self, x, n_classes: int):
+        layers = get_keras().layers
+        named = self._named()
+        if named is not None:
+            x = named.preprocess_layers(x)
+            backbone = self._named_backbone(named)
+        else:
+            x = layers.Rescaling(255.0, name="preprocess")(x)
+            backbone = self._own_backbone()
+        if self.weights is None:
+            # Nothing learned to protect: BatchNorm must learn statistics too.
+            features = backbone(x)
+        else:
+            # training=False: BatchNorm keeps its pretrained statistics even
+            # when the layers around it are unfrozen for fine-tuning.
+            features = backbone(x, training=False)
+        rank = len(features.shape)
+        if rank == 4:
+            features = layers.GlobalAveragePooling2D(name="features")(features)
+        elif rank == 3:
+            features = layers.GlobalAveragePooling1D(name="features")(features)
+        elif rank == 2:
+            features = layers.Identity(name="features")(features)
+        else:
+            raise InputError(
+                f"backbone output has shape {features.shape}; expected a feature map "
+                "(None, h, w, c) or a feature vector (None, d)."
+            )
+        if self.dropout:
+            features = layers.Dropout(self.dropout, name="dropout")(features)
+        return layers.Dense(n_classes, activation="softmax", name="classifier")(features)
+
+    def _named_backbone(self, named: Backbone):
+        keras = get_keras()
+        shape = (*self.image_size_, 3)
+        name = type(self).__name__
+        if self.weights == "imagenet":
+            try:
+                net = named.build(shape, "imagenet")
+            except Exception as exc:
+                offline = download_failure(exc, named, name)
+                if offline is not None:
+                    raise offline from exc
+                raise
+        else:
+            net = named.build(shape, None)
+            if self.weights is not None:
+                _load_weights(net, self.weights, f"backbone {named.name!r}", name)
+        return keras.Model(net.inputs[0], net.outputs[0], name="backbone")
+
+    def _own_backbone(self):
+        keras = get_keras()
+        source = self._source()
+        expected = tuple(_input_shape(source)[1:3])
+        if None not in expected and expected != tuple(self.image_size_):
+            raise InputError(
+                f"backbone takes {expected[0]}x{expected[1]} images but image_size is "
+                f"{self.image_size!r}. Pass image_size=None (or {expected})."
+            )
+        if self.weights is None:
+            net = keras.models.clone_model(source)  # same architecture, fresh weights
+        elif _is_keras_model(self.backbone):
+            net = _model_from_bytes(_model_to_bytes(source))  # never train the user's object
+        else:
+            net = source  # loaded from the file for this fit: already a private copy
+        if self.weights not in (None, "imagenet"):
+            _load_weights(net, self.weights, "backbone", type(self).__name__)
+        return keras.Model(net.inputs[0], _feature_tensor(net), name="backbone")
+
+    # -------------------------------------------------------------- training
+    def _fit_network(self, model, fit_kwargs: dict, callbacks: list) -> dict:
+        backbone = model.get_layer("backbone")
+        backbone.trainable = False
+        if self._fast_frozen_stage and not self.augment:
+            history = self._fit_head_on_features(model, fit_kwargs, callbacks)
+        else:
+            self._compile(model, self.learning_rate)
+            history = model.fit(
+                epochs=self.epochs, callbacks=callbacks, verbose=self.verbose, **fit_kwargs
+            ).history
+        history = {k: list(v) for k, v in history.items()}
+        history["stage"] = [1.0] * len(history["loss"])
+        if not self.fine_tune_epochs:
+            return history
+
+        frozen_weights = model.get_weights()
+        _unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
+        rate = self.fine_tune_learning_rate or self.learning_rate / 10
+        self._compile(model, rate)
+        tuned = model.fit(
+            epochs=self.fine_tune_epochs, callbacks=callbacks, verbose=self.verbose, **fit_kwargs
+        ).history
+        if (
+            self.early_stopping
+            and "val_loss" in tuned
+            and min(tuned["val_loss"]) >= min(history["val_loss"])
+        ):
+            # Fine-tuning never beat the frozen stage on the hold-out: keep that.
+            model.set_weights(frozen_weights)
+        for key, values in tuned.items():
+            history.setdefault(key, []).extend(values)
+        history["stage"].extend([2.0] * len(tuned["loss"]))
+        return history
+
+    def _fit_head_on_features(self, model, fit_kwargs: dict, callbacks: list) -> dict:
+        """Frozen stage, fast: backbone features once, then the head alone.
+
+        The head is a copy of the model's dropout and softmax layers on a
+        feature input; once trained its weights go back into ``model``, which
+        is then exactly the network the plain approach would have trained.
+        """
+        keras = get_keras()
+        extractor = keras.Model(model.inputs[0], model.get_layer("features").output)
+        x, y = _features(extractor, fit_kwargs["x"], fit_kwargs.get("y"), self.batch_size_)
+        validation = fit_kwargs.get("validation_data")
+        if validation is not None:
+            if isinstance(validation, tuple):
+                validation = _features(extractor, *validation, self.batch_size_)
+            else:
+                validation = _features(extractor, validation, None, self.batch_size_)
+
+        classifier = model.get_layer("classifier")
+        inputs = keras.Input(shape=x.shape[1:], name="features")
+        h = inputs
+        if self.dropout:
+            h = keras.layers.Dropout(self.dropout)(h)
+        dense = keras.layers.Dense.from_config(classifier.get_config())
+        head = keras.Model(inputs, dense(h), name="head")
+        dense.set_weights(classifier.get_weights())
+        self._compile(head, self.learning_rate)
+        history = head.fit(
+            x,
+            y,
+            batch_size=self.batch_size_,
+            shuffle=True,
+            epochs=self.epochs,
+            validation_data=validation,
+            class_weight=fit_kwargs.get("class_weight"),
+            callbacks=callbacks,
+            verbose=self.verbose,
+        )
+        classifier.set_weights(dense.get_weights())
+        return history.history
+
+
+# ------------------------------------------------------------------ helpers
+def _looks_like_path(value: str) -> bool:
+    return value.endswith((".keras", ".h5")) or os.sep in value or "/" in value
+
+
+def _is_keras_model(value) -> bool:
+    # Checked by name first so a parameter check never imports TensorFlow.
+    if type(value).__module__.split(".")[0] != "keras":
+        return False
+    return isinstance(value, get_keras().Model)
+
+
+def _valid_size(size) -> bool:
+    if size is None or isinstance(size, bool):
+        return False
+    if isinstance(size, numbers.Integral):
+        return size >= 1
+    return (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, numbers.Integral) for v in size)
+    )
+
+
+def _is_rate(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
+
+
+def _input_shape(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape)
+
+
+def _load_weights(net, path, what: str, owner: str) -> None:
+    path = os.fspath(path)
+    try:
+        net.load_weights(path)
+    except Exception as exc:
+        raise InputError(
+            f"{owner} could not load weights={path!r} into {what}: {exc}. The file must hold "
+            "weights of this exact network (e.g. saved with its save_weights('....weights.h5'))."
+        ) from exc
+
+
+def _producer(model, tensor):
+    """The layer of ``model`` whose output is ``tensor`` (None for an input)."""
+    for layer in reversed(model.layers):
+        try:
+            if layer.output is tensor:
+                return layer
+        except (AttributeError, ValueError):  # a layer used several times
+            continue
+    return None
+
+
+def _feature_tensor(model):
+    """``model``'s output without a trailing softmax classifier and its dropout."""
+    layers = get_keras().layers
+    tensor = model.outputs[0]
+    layer = _producer(model, tensor)
+
+    def activation(layer) -> str:
+        return getattr(getattr(layer, "activation", None), "__name__", "")
+
+    stripped = False
+    if isinstance(layer, layers.Softmax) or (
+        isinstance(layer, layers.Activation) and activation(layer) == "softmax"
+    ):
+        tensor, layer = layer.input, _producer(model, layer.input)
+        if isinstance(layer, layers.Dense):
+            tensor, stripped = layer.input, True
+    elif isinstance(layer, layers.Dense) and activation(layer) in ("softmax", "sigmoid"):
+        tensor, stripped = layer.input, True
+    while stripped and isinstance(_producer(model, tensor), layers.Dropout):
+        tensor = _producer(model, tensor).input
+    return tensor
+
+
+def _features(extractor, x, y, batch_size: int):
+    """Features and labels of ``x`` (an array, or a ``tf.data`` dataset of
+    ``(images, labels)`` read once so both stay in the same order)."""
+    tf = get_tf()
+    if isinstance(x, tf.data.Dataset):
+        features, labels = [], []
+        for batch in x:
+            features.append(np.asarray(extractor.predict_on_batch(batch[0])))
+            labels.append(np.asarray(batch[1]))
+        return np.concatenate(features), np.concatenate(labels)
+    return extractor.predict(x, batch_size=batch_size, verbose=0), y
+
+
+def _unfreeze_top(backbone, amount, pretrained: bool) -> None:
+    """Make the top ``amount`` of ``backbone.layers`` trainable, BatchNorm of a
+    pretrained network excepted."""
+    layers = get_keras().layers
+    candidates = [layer for layer in backbone.layers if not isinstance(layer, layers.InputLayer)]
+    if isinstance(amount, float):
+        count = math.ceil(amount * len(candidates))
+    else:
+        count = min(int(amount), len(candidates))
+    backbone.trainable = True
+    for i, layer in enumerate(candidates):
+        layer.trainable = i >= len(candidates) - count
+    if pretrained:
+        _freeze_batchnorm(backbone)
+
+
+def _freeze_batchnorm(layer) -> None:
+    bn = get_keras().layers.BatchNormalization
+    for sub in getattr(layer, "layers", ()):
+        if isinstance(sub, bn):
+            sub.trainable = False
+        else:
+            _freeze_batchnorm(sub)
+
+
+__all__ = ["TransferClassifier"]
