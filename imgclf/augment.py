@@ -43,6 +43,21 @@ def augmentation_layers(augment, seed: int | None = None) -> list:
         config so one estimator can be refitted and cloned safely.
     seed : int, optional
         Seed for the random layers built from a preset or dict.
+
+    Returns
+    -------
+    list of keras.layers.Layer
+        New layers, in the order they are applied.
+
+    Examples
+    --------
+    >>> from imgclf.augment import augmentation_layers
+    >>> [type(layer).__name__ for layer in augmentation_layers("light", seed=0)]
+    ['RandomTranslation', 'RandomZoom']
+    >>> [type(layer).__name__ for layer in augmentation_layers({"flip": "horizontal"})]
+    ['RandomFlip']
+    >>> augmentation_layers(None)
+    []
     """
     keras = get_keras()
     layers = keras.layers

@@ -57,6 +57,19 @@ def export(estimator, path, format: str = "saved_model") -> str:
     uint8 pixel values 0-255 are mapped onto the pixel range the model was
     trained on (``estimator.input_range_``), so a model fitted on floats in
     0-1 or on scikit-learn's 0-16 digits takes 0-255 images once exported.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = clf.export(os.path.join(tmp.name, "digits.tflite"), format="tflite")
+    >>> sorted(os.listdir(tmp.name))
+    ['digits.labels.txt', 'digits.tflite']
+    >>> tmp.cleanup()
     """
     check_is_fitted(estimator)
     if format not in FORMATS:

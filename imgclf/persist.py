@@ -33,6 +33,21 @@ def load(path):
     """Load an estimator written by ``clf.save(path)`` (or ``joblib.dump``).
 
     Only load files you trust: like every pickle, the file can run code.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> import imgclf
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = imgclf.CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> clf.save(os.path.join(tmp.name, "digits.imgclf"))
+    >>> again = imgclf.load(os.path.join(tmp.name, "digits.imgclf"))
+    >>> np.allclose(again.predict_proba(X[:5]), clf.predict_proba(X[:5]))
+    True
+    >>> tmp.cleanup()
     """
     from ._base import BaseImageClassifier
 
