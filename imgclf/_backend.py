@@ -30,10 +30,24 @@ def _import():
                 f"imgclf runs on Keras's TensorFlow backend, but KERAS_BACKEND is "
                 f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
             )
-        tf.get_logger().setLevel("ERROR")
+        tf.get_logger().addFilter(_ignore_cross_model_retracing)
         _MODULES["tf"] = tf
         _MODULES["keras"] = keras
     return _MODULES["tf"], _MODULES["keras"]
+
+
+def _ignore_cross_model_retracing(record) -> bool:
+    """Drop TensorFlow's retracing warning when it counts several models as one.
+
+    TensorFlow keys its "N out of the last M calls triggered retracing" counter
+    on the Python code object, and every Keras model's train/test/predict step
+    shares one (``multi_step_on_iterator``). Each new model must trace its
+    steps once (twice with a smaller last batch), so a grid search over small
+    datasets sets the warning off although no model retraces more than that;
+    ``tests/test_repeated_fits.py`` checks the per-model trace counts.
+    """
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message and "step_on_" in message)
 
 
 def get_tf():
@@ -72,3 +86,32 @@ def seeded(seed: int):
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def released_gradient_functions():
+    """Drop the gradient functions TensorFlow registered globally during the block.
+
+    Keras's TensorFlow optimizer all-reduces gradients through
+    ``tf.custom_gradient``, which registers one gradient function per traced
+    train step in TensorFlow's process-wide gradient registry and never removes
+    it; that function holds the whole traced graph, about 7 MB per fit, so a
+    grid search grows without bound (reproducible with plain Keras). The
+    registry is only read while a step is being traced, so once training is
+    over the entries added for it can go.
+    """
+    get_tf()
+    try:
+        from tensorflow.python.framework import ops
+
+        registry = ops._gradient_registry._registry
+        before = set(registry)
+    except (AttributeError, ImportError, TypeError):  # internals moved: do nothing
+        yield
+        return
+    try:
+        yield
+    finally:
+        for key in set(registry) - before:
+            if isinstance(key, str) and key.startswith("CustomGradient-"):
+                registry.pop(key, None)

@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
-from ._backend import get_keras, resolve_seed, seeded
+from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._validation import (
     Images,
     _did_you_mean,
@@ -141,7 +141,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.__dict__.pop("model_", None)
             keras.backend.clear_session(free_memory=False)
             gc.collect()
-        with seeded(seed):
+        with seeded(seed), released_gradient_functions():
             train_idx, val_idx = self._split(y_enc, seed)
             self.batch_size_ = _resolve_batch_size(self.batch_size, len(train_idx))
             if not warm:

@@ -1,0 +1,67 @@
+"""TensorFlow state must not leak between fits (a grid search fits many times)."""
+
+import gc
+import logging
+
+import numpy as np
+import psutil
+
+from imgclf import CNNClassifier
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _tracing_counts(keras_function):
+    """Trace counts of the tf.functions inside a Keras train/predict function."""
+    if hasattr(keras_function, "experimental_get_tracing_count"):
+        return [keras_function.experimental_get_tracing_count()]
+    cells = [c.cell_contents for c in keras_function.__closure__ or ()]
+    counts = [
+        f.experimental_get_tracing_count()
+        for f in cells
+        if hasattr(f, "experimental_get_tracing_count")
+    ]
+    assert counts, "Keras no longer wraps its step in a tf.function closure; update this test"
+    return counts
+
+
+def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits):
+    import tensorflow as tf
+
+    X, y = small_digits
+    X, y = X[:120], y[:120]
+    handler = _Collect()
+    tf.get_logger().addHandler(handler)
+    logging.getLogger().addHandler(handler)
+    rss, traces = [], []
+    try:
+        for seed in range(20):
+            clf = CNNClassifier(epochs=1, filters=4, random_state=seed).fit(X, y)
+            for _ in range(3):
+                clf.predict(X)
+                clf.predict_proba(X[:7])  # a different batch shape, as in cross-validation
+            model = clf.model_
+            # Each model traces each step at most twice (full batches, then a
+            # relaxed shape for a smaller last batch), however often it is called.
+            traces.append(
+                max(_tracing_counts(model.train_function) + _tracing_counts(model.predict_function))
+            )
+            del clf, model
+            gc.collect()
+            rss.append(psutil.Process().memory_info().rss)
+    finally:
+        tf.get_logger().removeHandler(handler)
+        logging.getLogger().removeHandler(handler)
+    assert not [m for m in handler.messages if "retracing" in m]
+    assert max(traces) <= 2, traces
+    # Before the fix each fit kept its traced graph alive: ~9 MB a fit, so
+    # ~135 MB over fits 5..20. Allow allocator noise, not a steady climb.
+    growth_mb = (rss[-1] - rss[4]) / 2**20
+    assert growth_mb < 30, np.round(np.array(rss) / 2**20)
