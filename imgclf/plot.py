@@ -72,6 +72,15 @@ def plot_learning_curves(history, *, path=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from imgclf.plot import plot_learning_curves
+    >>> history = {"loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.6, 0.7],
+    ...            "accuracy": [0.6, 0.8, 0.9], "val_accuracy": [0.5, 0.7, 0.7]}
+    >>> fig = plot_learning_curves(history)  # or plot_learning_curves(clf, path="curves.png")
+    >>> [ax.get_title() for ax in fig.axes]
+    ['loss', 'accuracy']
     """
     if hasattr(history, "history_") or hasattr(history, "fit"):
         check_is_fitted(history, "history_")
@@ -137,6 +146,13 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, normalize=None, path=N
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from imgclf.plot import plot_confusion_matrix
+    >>> fig = plot_confusion_matrix(["cat", "dog", "dog"], ["cat", "cat", "dog"])
+    >>> fig.axes[0].get_title()
+    'confusion matrix'
     """
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -196,6 +212,17 @@ def top_losses(estimator, X, y, *, n: int = 16, proba=None):
         Their losses.
     proba : ndarray of shape (len(X), n_classes)
         ``predict_proba(X)`` (the given ``proba`` if passed).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> from imgclf.plot import top_losses
+    >>> index, losses, proba = top_losses(clf, X[100:150], y[100:150], n=5)
+    >>> index.shape, proba.shape, bool(losses[0] >= losses[-1])
+    ((5,), (50, 10), True)
     """
     check_is_fitted(estimator)
     y = np.asarray(y)
@@ -235,6 +262,17 @@ def plot_top_losses(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> from imgclf.plot import plot_top_losses
+    >>> fig = plot_top_losses(clf, X[100:150], y[100:150], n=4)
+    >>> len(fig.axes)
+    4
     """
     index, losses, proba = top_losses(estimator, X, y, n=n, proba=proba)
     y = np.asarray(y)
@@ -403,6 +441,19 @@ def grad_cam(estimator, X, *, layer=None, class_index=None, batch_size: int = 32
         Values in 0-1 at ``estimator.image_size_``.
     proba : ndarray of shape (n, n_classes)
         The model's probabilities for the same images.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> from imgclf.plot import grad_cam
+    >>> heatmaps, proba = grad_cam(clf, X[:3])
+    >>> heatmaps.shape, proba.shape
+    ((3, 8, 8), (3, 10))
+    >>> bool(heatmaps.min() >= 0 and heatmaps.max() <= 1)
+    True
     """
     check_is_fitted(estimator)
     from ._backend import get_tf
@@ -454,6 +505,17 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from imgclf import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
+    >>> from imgclf.plot import plot_grad_cam
+    >>> fig = plot_grad_cam(clf, X[:2])  # two images, each beside its heat map
+    >>> len(fig.axes)
+    4
     """
     heat, proba = grad_cam(estimator, X, layer=layer)
     images = _for_display(estimator, _model_inputs(estimator, X))
