@@ -120,7 +120,7 @@ def main(argv=None) -> int:
 
     # The label is the first three characters of each file name, mapped to a name.
     X, y = load_filenames(root, prefix_length=3, mapping=NAMES)
-    print(f"load_filenames found {len(X)} images; classes: {sorted(set(y))}")
+    print(f"load_filenames found {len(X)} images; classes: {', '.join(sorted(set(y)))}")
 
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=0

@@ -13,7 +13,7 @@ and exits with status 0 (there is nothing to run).
 
 Run it::
 
-    python examples/fashion_mnist.py          # 10,000 training images, a few minutes
+    python examples/fashion_mnist.py          # 8,000 training images, a few minutes
     python examples/fashion_mnist.py --fast   # 500 images, one epoch
 """
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--data-dir", default=DEFAULT_DIR, help="folder with the four IDX .gz files"
     )
-    parser.add_argument("--n-train", type=int, default=10_000, help="training images to use")
+    parser.add_argument("--n-train", type=int, default=8_000, help="training images to use")
     args = parser.parse_args(argv)
 
     missing = [f for f in FILES.values() if not os.path.exists(os.path.join(args.data_dir, f))]
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     )
 
     clf = CNNClassifier(
-        epochs=1 if args.fast else 15,
+        epochs=1 if args.fast else 10,
         filters=8 if args.fast else 32,
         augment="light",
         random_state=0,
