@@ -1,15 +1,180 @@
-"""The ``imgclf`` command line.
+"""The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``.
 
 Parsing and ``--help`` never import TensorFlow; each command imports what it
-needs when it runs.
+needs when it runs. Errors print one ``imgclf: error: ...`` message and exit
+with status 1, without a traceback unless ``--debug`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import sys
+import warnings
+
+# Images per predict_proba call in predict/evaluate: bounds memory on large
+# folders and paces the progress bar.
+_CHUNK = 256
 
 
+class _Progress:
+    """A one-line progress bar on standard error (stdout may carry a CSV)."""
+
+    def __init__(self, total: int, what: str, enabled: bool = True):
+        self.total, self.what, self.enabled = total, what, enabled and total > 0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / self.total)
+        bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
+        end = "\n" if done >= self.total else ""
+        sys.stderr.write(f"\r{self.what} [{bar[:width]}] {done}/{self.total}{end}")
+        sys.stderr.flush()
+
+
+def _predict_proba(clf, X, what: str, progress: bool | None = None):
+    """``clf.predict_proba(X)`` in chunks, with a progress bar for large inputs."""
+    import numpy as np
+    from sklearn.utils import _safe_indexing
+
+    n = len(X)
+    bar = _Progress(n, what, enabled=n > _CHUNK if progress is None else progress)
+    parts = []
+    for start in range(0, n, _CHUNK):
+        index = np.arange(start, min(start + _CHUNK, n))
+        parts.append(clf.predict_proba(_safe_indexing(X, index)))
+        bar.update(index[-1] + 1)
+    return np.concatenate(parts) if parts else np.empty((0, len(clf.classes_)))
+
+
+def _load_model(path):
+    import imgclf
+
+    return imgclf.load(path)
+
+
+# ------------------------------------------------------------------ data
+def _parse_map(items) -> dict | None:
+    if not items:
+        return None
+    mapping = {}
+    for item in items:
+        code, sep, name = item.partition("=")
+        if not sep or not code:
+            raise ValueError(f"--map {item!r}: expected CODE=NAME, e.g. --map eII='Elizabeth II'.")
+        mapping[code] = name
+    return mapping
+
+
+def _load_data(args):
+    """``(X, y)`` from DATA and the label-source options."""
+    import imgclf
+
+    if args.map and args.prefix is None and args.pattern is None:
+        raise ValueError("--map renames file-name codes; use it with --prefix or --pattern.")
+    if args.csv:
+        return imgclf.load_csv(
+            args.csv, _column(args.path_column), _column(args.label_column), root=args.data
+        )
+    if args.prefix is not None or args.pattern is not None:
+        return imgclf.load_filenames(
+            args.data,
+            prefix_length=args.prefix,
+            pattern=args.pattern,
+            mapping=_parse_map(args.map),
+        )
+    return imgclf.load_folder(args.data)
+
+
+def _column(value):
+    """A CSV column given on the command line: a name, or a 0-based position."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _describe_data(y) -> str:
+    import numpy as np
+
+    labels, counts = np.unique(y, return_counts=True)
+    shown = ", ".join(f"{label} ({count})" for label, count in zip(labels, counts, strict=True))
+    return f"{len(y)} images in {len(labels)} classes: {shown}"
+
+
+def _image_files(inputs) -> list[str]:
+    """Files as given, folders walked recursively for image files, in order."""
+    from .decode import IMAGE_EXTENSIONS
+
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = []
+            for folder, dirs, names in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [
+                    os.path.join(folder, name)
+                    for name in names
+                    if not name.startswith(".")
+                    and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                ]
+            if not found:
+                raise ValueError(f"No image files in the folder {item!r}.")
+            files += sorted(found)
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"No such file or folder: {item!r}.")
+    return files
+
+
+# -------------------------------------------------------------- pictures
+def _pictures(folder, draw) -> list[str]:
+    """Run ``draw(folder)`` (which returns written paths); without matplotlib
+    say how to get pictures instead of failing the command."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "imgclf: note: pictures skipped, matplotlib is not installed "
+            "(pip install 'imgclf[plot]').",
+            file=sys.stderr,
+        )
+        return []
+    os.makedirs(folder, exist_ok=True)
+    written = draw(folder)
+    if written:
+        print(f"Saved pictures to {folder}{os.sep}:")
+        for path in written:
+            print(f"  {path}")
+    return written
+
+
+def _evaluation_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
+    import numpy as np
+
+    from . import plot
+
+    pred = clf.classes_[np.argmax(proba, axis=1)]
+    paths = []
+    path = os.path.join(folder, "confusion_matrix.png")
+    labels = np.unique(np.concatenate([clf.classes_, np.unique(y)]))
+    plot.plot_confusion_matrix(y, pred, labels=labels, path=path)
+    paths.append(path)
+    path = os.path.join(folder, "top_losses.png")
+    plot.plot_top_losses(clf, X, y, n=top, proba=proba, path=path)
+    paths.append(path)
+    worst, _, _ = plot.top_losses(clf, X, y, n=min(top, 8), proba=proba)
+    path = os.path.join(folder, "grad_cam.png")
+    try:
+        plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
+        paths.append(path)
+    except Exception as exc:  # a network Grad-CAM cannot read should not fail the report
+        print(f"imgclf: note: no Grad-CAM picture ({exc})", file=sys.stderr)
+    return paths
+
+
+# -------------------------------------------------------------- commands
 def _cmd_demo(args) -> int:
     import numpy as np
     from sklearn.datasets import load_digits
@@ -29,44 +194,344 @@ def _cmd_demo(args) -> int:
         f"{len(X_te)} test images of 8x8 pixels, {len(np.unique(y))} classes.",
         flush=True,
     )
-    clf = CNNClassifier(
-        epochs=15 if args.fast else 30, random_state=0, verbose=args.verbose
-    ).fit(X_tr, y_tr)
+    clf = CNNClassifier(epochs=15 if args.fast else 30, random_state=0, verbose=args.verbose).fit(
+        X_tr, y_tr
+    )
     print(f"Trained {len(clf.history_['loss'])} epochs.")
-    print(classification_report(y_te, clf.predict(X_te), digits=3))
+    proba = clf.predict_proba(X_te)
+    print(classification_report(y_te, clf.classes_[np.argmax(proba, axis=1)], digits=3))
     print(f"Test accuracy: {clf.score(X_te, y_te):.3f}")
     if args.out:
         clf.save(args.out)
         print(f"Saved the model to {args.out}")
+    if args.plots:
+
+        def draw(folder):
+            from . import plot
+
+            path = os.path.join(folder, "learning_curves.png")
+            plot.plot_learning_curves(clf, path=path)
+            return [path, *_evaluation_pictures(clf, X_te, y_te, proba, folder, top=16)]
+
+        _pictures(args.plots, draw)
     return 0
 
 
+def _estimator(args):
+    import imgclf
+
+    common = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "image_size": args.image_size,
+        "augment": args.augment,
+        "validation_fraction": args.validation_fraction,
+    }
+    params = {k: v for k, v in common.items() if v is not None}
+    params.update(random_state=args.seed, verbose=0 if args.quiet else 1)
+    if args.model == "cnn":
+        if args.backbone or args.weights or args.fine_tune_epochs is not None:
+            raise ValueError(
+                "--backbone, --weights and --fine-tune-epochs are for --model transfer."
+            )
+        return imgclf.CNNClassifier(**params)
+    params["backbone"] = args.backbone or "mobilenet_v2"
+    weights = args.weights or "imagenet"
+    params["weights"] = None if weights.lower() == "none" else weights
+    if args.fine_tune_epochs is not None:
+        params["fine_tune_epochs"] = args.fine_tune_epochs
+    return imgclf.TransferClassifier(**params)
+
+
+def _cmd_train(args) -> int:
+    import numpy as np
+
+    clf = _estimator(args)  # option mistakes first, before scanning a large folder
+    X, y = _load_data(args)
+    print(f"Found {_describe_data(y)}.", flush=True)
+    clf.fit(X, y)
+    history = clf.history_
+    n_epochs = len(history["loss"])
+    if history.get("val_accuracy"):
+        # Early stopping restores the weights of the epoch with the lowest val_loss.
+        best = int(np.nanargmin(history["val_loss"]))
+        print(
+            f"Trained {n_epochs} epochs; validation accuracy {history['val_accuracy'][best]:.3f} "
+            f"(epoch {best + 1}, the weights kept)."
+        )
+    else:
+        print(
+            f"Trained {n_epochs} epochs; training accuracy {history['accuracy'][-1]:.3f} "
+            "(no validation hold-out: --validation-fraction 0)."
+        )
+    clf.save(args.out)
+    print(f"Saved the model to {args.out}")
+    if args.plots:
+
+        def draw(folder):
+            from . import plot
+
+            path = os.path.join(folder, "learning_curves.png")
+            plot.plot_learning_curves(clf, path=path)
+            return [path]
+
+        _pictures(args.plots, draw)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+
+    from .pipeline import find_bad_files
+
+    clf = _load_model(args.model)
+    files = _image_files(args.inputs)
+    _, bad = find_bad_files(np.array(files, dtype=object))
+    if bad:
+        for _, path, problem in bad:
+            print(f"imgclf: warning: skipped {path}: {problem}", file=sys.stderr)
+        skip = {i for i, _, _ in bad}
+        files = [f for i, f in enumerate(files) if i not in skip]
+        if not files:
+            raise ValueError("None of the given image files can be read.")
+    proba = _predict_proba(clf, files, "predicting", progress=args.progress)
+    classes = clf.classes_
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    header = ["path", "label", "probability"]
+    if args.proba:
+        header += [f"proba_{label}" for label in classes]
+    writer.writerow(header)
+    for path, p in zip(files, proba, strict=True):
+        k = int(np.argmax(p))
+        row = [path, classes[k], f"{p[k]:.6f}"]
+        if args.proba:
+            row += [f"{v:.6f}" for v in p]
+        writer.writerow(row)
+    sys.stdout.flush()
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import numpy as np
+    from sklearn.metrics import accuracy_score, classification_report
+
+    clf = _load_model(args.model)
+    X, y = _load_data(args)
+    print(f"Evaluating on {_describe_data(y)}.", flush=True)
+    unknown = sorted(set(np.unique(y).tolist()) - set(clf.classes_.tolist()))
+    if unknown:
+        print(
+            f"imgclf: warning: labels {unknown} were not among the model's classes "
+            f"{clf.classes_.tolist()}; their images are always counted as mistakes.",
+            file=sys.stderr,
+        )
+    proba = _predict_proba(clf, X, "predicting", progress=args.progress)
+    pred = clf.classes_[np.argmax(proba, axis=1)]
+    print(classification_report(y, pred, digits=3, zero_division=0))
+    print(f"Accuracy: {accuracy_score(y, pred):.3f}")
+    folder = args.plots or os.path.splitext(args.model)[0] + "-evaluation"
+    _pictures(folder, lambda f: _evaluation_pictures(clf, X, y, proba, f, top=args.top))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def _image_size(text: str):
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 64 or 96x128.")
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
+def _batch_size(text: str):
+    return text if text == "auto" else int(text)
+
+
+def _data_options(parser) -> None:
+    parser.add_argument(
+        "data", metavar="DATA", help="folder of images (one sub-folder per class by default)"
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--csv", metavar="FILE", help="labels from a CSV manifest; its paths are relative to DATA"
+    )
+    source.add_argument(
+        "--prefix",
+        metavar="N",
+        type=int,
+        help="the label is the first N characters of each file name",
+    )
+    source.add_argument(
+        "--pattern",
+        metavar="RE",
+        help="the label is the first group of RE searched in each file name",
+    )
+    parser.add_argument(
+        "--path-column", metavar="COL", help="CSV column of the paths (name or 0-based position)"
+    )
+    parser.add_argument("--label-column", metavar="COL", help="CSV column of the labels")
+    parser.add_argument(
+        "--map",
+        metavar="CODE=NAME",
+        action="append",
+        help="with --prefix/--pattern: readable name for a code (repeatable), e.g. eII='Elizabeth II'",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before or after the command; SUPPRESS keeps the
+    # sub-command's absent flag from overwriting one given before it.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks on errors",
+    )
     parser = argparse.ArgumentParser(
-        prog="imgclf", description="scikit-learn image classifiers on Keras 3."
+        prog="imgclf",
+        description="scikit-learn image classifiers on Keras 3.",
+        epilog="Run 'imgclf COMMAND --help' for a command's options.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = sub.add_parser(
-        "demo", help="train a CNN on scikit-learn's digits and print a classification report"
+        "demo",
+        parents=[debug],
+        help="train a CNN on scikit-learn's digits, print a report, save pictures",
     )
     demo.add_argument("--fast", action="store_true", help="a few seconds' run on 4 classes")
     demo.add_argument("--out", help="also save the trained model to this file")
+    demo.add_argument(
+        "--plots",
+        metavar="DIR",
+        default="imgclf-demo",
+        help="folder for the pictures (default: %(default)s); '' for none",
+    )
     demo.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     demo.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser(
+        "train", parents=[debug], help="train a classifier on a folder of images and save it"
+    )
+    _data_options(train)
+    train.add_argument(
+        "--model", choices=("cnn", "transfer"), default="cnn", help="default: %(default)s"
+    )
+    train.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help="transfer: keras.applications backbone (default mobilenet_v2)",
+    )
+    train.add_argument(
+        "--weights",
+        metavar="W",
+        help="transfer: 'imagenet' (default), 'none' (train from scratch) or a weights file",
+    )
+    train.add_argument(
+        "--epochs", type=int, help="maximum epochs (of the frozen stage for transfer)"
+    )
+    train.add_argument(
+        "--fine-tune-epochs", type=int, help="transfer: epochs of the fine-tune stage"
+    )
+    train.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="SIZE",
+        help="network input size, e.g. 64 or 96x128",
+    )
+    train.add_argument(
+        "--batch-size", type=_batch_size, metavar="N", help="images per step (default auto)"
+    )
+    train.add_argument("--learning-rate", type=float, metavar="LR")
+    train.add_argument(
+        "--augment", choices=("light", "standard", "heavy"), help="augmentation preset"
+    )
+    train.add_argument(
+        "--validation-fraction", type=float, metavar="F", help="hold-out for early stopping"
+    )
+    train.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
+    train.add_argument(
+        "--out", required=True, metavar="MODEL", help="file to save the trained model to"
+    )
+    train.add_argument("--plots", metavar="DIR", help="also save the learning curves there")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train)
+
+    predict = sub.add_parser(
+        "predict",
+        parents=[debug],
+        help="predict image files or folders; CSV (path,label,probability) to stdout",
+    )
+    predict.add_argument(
+        "model", metavar="MODEL", help="a model saved by 'imgclf train' or clf.save"
+    )
+    predict.add_argument(
+        "inputs", metavar="FILES_OR_FOLDERS", nargs="+", help="folders are searched recursively"
+    )
+    predict.add_argument(
+        "--proba", action="store_true", help="also one probability column per class"
+    )
+    _progress_option(predict)
+    predict.set_defaults(func=_cmd_predict)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        parents=[debug],
+        help="classification report, confusion matrix and top losses on labelled images",
+    )
+    evaluate.add_argument(
+        "model", metavar="MODEL", help="a model saved by 'imgclf train' or clf.save"
+    )
+    _data_options(evaluate)
+    evaluate.add_argument(
+        "--plots", metavar="DIR", help="folder for the pictures (default: MODEL-evaluation)"
+    )
+    evaluate.add_argument(
+        "--top", type=int, default=16, metavar="N", help="images in the top-losses grid"
+    )
+    _progress_option(evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
+
+
+def _progress_option(parser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"progress bar on stderr (default: when there are more than {_CHUNK} images)",
+    )
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"imgclf: warning: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # no file:line noise for a user
+            return args.func(args)
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # one clear line unless --debug
-        if args.debug:
+    except BrokenPipeError:
+        # `imgclf predict ... | head`: the reader left; not an error.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the exit-time flush
+        return 0
+    except Exception as exc:  # one clear message unless --debug
+        if getattr(args, "debug", False):
             raise
-        print(f"imgclf: error: {exc}", file=sys.stderr)
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            message = f"missing {message}"
+        print(f"imgclf: error: {message}", file=sys.stderr)
         return 1

@@ -120,11 +120,19 @@ def plot_learning_curves(history, *, path=None):
     return _save(fig, path)
 
 
-def _stage_starts(stages, n_epochs: int) -> list[tuple[int, object]]:
+# TransferClassifier records its stages as 1.0 and 2.0 in history_["stage"].
+_STAGE_NAMES = {1: "frozen backbone", 2: "fine-tune"}
+
+
+def _stage_starts(stages, n_epochs: int) -> list[tuple[int, str]]:
     """(first epoch, stage name) for every stage after the first."""
     if stages is None or len(stages) != n_epochs:
         return []
-    return [(i + 1, stages[i]) for i in range(1, n_epochs) if stages[i] != stages[i - 1]]
+    return [
+        (i + 1, _STAGE_NAMES.get(stages[i], str(stages[i])))
+        for i in range(1, n_epochs)
+        if stages[i] != stages[i - 1]
+    ]
 
 
 # ----------------------------------------------------------- confusion matrix
@@ -359,14 +367,22 @@ def _find_target(model, layer):
             f"Grad-CAM layer {layer!r} is not in the model; its layers are "
             f"{[item.name for item in model.layers]}."
         )
-    outer = _last_feature_layer(model.layers)
-    if outer is not None:
-        return outer, None
-    for candidate in reversed(model.layers):
-        if _is_nested(candidate):
+    # Walking back from the output, the first convolutional block met is the
+    # last one: a nested backbone (possibly with its own pooling inside, then
+    # the feature map is looked for within it), or a flat layer with a 4-D
+    # output that has a convolution at or before it. A frozen 1x1 convolution
+    # that only scales pixels before a backbone is never reached first.
+    layers = model.layers
+    for k in range(len(layers) - 1, -1, -1):
+        candidate = layers[k]
+        if _is_nested(candidate) and _is_conv(candidate):
+            if _rank4(candidate):
+                return candidate, None
             inner = _last_feature_layer(candidate.layers)
             if inner is not None:
                 return candidate, inner
+        elif _rank4(candidate) and any(_is_conv(before) for before in layers[: k + 1]):
+            return candidate, None
     raise InputError(
         "Grad-CAM needs a convolutional layer, and the model has none with a 4-D output. "
         "Pass layer='name' to choose one."
@@ -532,7 +548,9 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
         right.imshow(cam, cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
         pred = int(np.argmax(p))
         left.set_title(f"pred {_short(classes[pred], 14)} ({p[pred]:.2f})", fontsize="small")
-        right.set_title("Grad-CAM", fontsize="small")
+        # An all-zero map: nothing in the feature map argues for the class
+        # (often an untrained network, or a 1x1 feature map at a small size).
+        right.set_title("Grad-CAM" if cam.max() > 0 else "Grad-CAM (no signal)", fontsize="small")
     for ax in axes.ravel():
         ax.axis("off")
     return _save(fig, path)
