@@ -10,6 +10,7 @@ images in 0-1 like every imgclf network.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -165,6 +166,86 @@ def download_failure(exc: BaseException, backbone: Backbone, owner: str) -> Inpu
         "  2. pass weights='/path/to/weights.h5', a weights file for this backbone, or\n"
         "  3. pass weights=None to train the backbone from random initialisation."
     )
+
+
+# ------------------------------------------------- operations on a backbone
+
+
+def input_shape(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape)
+
+
+def load_weights(net, path, what: str, owner: str) -> None:
+    path = os.fspath(path)
+    try:
+        net.load_weights(path)
+    except Exception as exc:
+        raise InputError(
+            f"{owner} could not load weights={path!r} into {what}: {exc}. The file must hold "
+            "weights of this exact network (e.g. saved with its save_weights('....weights.h5'))."
+        ) from exc
+
+
+def _producer(model, tensor):
+    """The layer of ``model`` whose output is ``tensor`` (None for an input)."""
+    for layer in reversed(model.layers):
+        try:
+            if layer.output is tensor:
+                return layer
+        except (AttributeError, ValueError):  # a layer used several times
+            continue
+    return None
+
+
+def feature_tensor(model):
+    """``model``'s output without a trailing softmax classifier and its dropout."""
+    layers = get_keras().layers
+    tensor = model.outputs[0]
+    layer = _producer(model, tensor)
+
+    def activation(layer) -> str:
+        return getattr(getattr(layer, "activation", None), "__name__", "")
+
+    stripped = False
+    if isinstance(layer, layers.Softmax) or (
+        isinstance(layer, layers.Activation) and activation(layer) == "softmax"
+    ):
+        tensor, layer = layer.input, _producer(model, layer.input)
+        if isinstance(layer, layers.Dense):
+            tensor, stripped = layer.input, True
+    elif isinstance(layer, layers.Dense) and activation(layer) in ("softmax", "sigmoid"):
+        tensor, stripped = layer.input, True
+    while stripped and isinstance(_producer(model, tensor), layers.Dropout):
+        tensor = _producer(model, tensor).input
+    return tensor
+
+
+def unfreeze_top(backbone, amount, pretrained: bool) -> None:
+    """Make the top ``amount`` of ``backbone.layers`` trainable, BatchNorm of a
+    pretrained network excepted."""
+    layers = get_keras().layers
+    candidates = [layer for layer in backbone.layers if not isinstance(layer, layers.InputLayer)]
+    if isinstance(amount, float):
+        count = math.ceil(amount * len(candidates))
+    else:
+        count = min(int(amount), len(candidates))
+    backbone.trainable = True
+    for i, layer in enumerate(candidates):
+        layer.trainable = i >= len(candidates) - count
+    if pretrained:
+        _freeze_batchnorm(backbone)
+
+
+def _freeze_batchnorm(layer) -> None:
+    bn = get_keras().layers.BatchNormalization
+    for sub in getattr(layer, "layers", ()):
+        if isinstance(sub, bn):
+            sub.trainable = False
+        else:
+            _freeze_batchnorm(sub)
 
 
 __all__ = ["BACKBONES", "Backbone", "get_backbone"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 
@@ -11,7 +10,16 @@ import numpy as np
 from ._backend import get_keras, get_tf
 from ._base import BaseImageClassifier, _model_from_bytes, _model_to_bytes
 from ._validation import _is_int, image_size_tuple
-from .backbones import BACKBONES, Backbone, download_failure, unknown_backbone_message
+from .backbones import (
+    BACKBONES,
+    Backbone,
+    download_failure,
+    feature_tensor,
+    input_shape,
+    load_weights,
+    unfreeze_top,
+    unknown_backbone_message,
+)
 from .exceptions import InputError
 
 
@@ -30,9 +38,10 @@ class TransferClassifier(BaseImageClassifier):
        is unfrozen and the whole network trained further at
        ``fine_tune_learning_rate``. BatchNorm layers stay frozen and in
        inference mode (the backbone is always called with ``training=False``),
-       so small batches of new images do not wreck their statistics. With a
-       hold-out, the fine-tuned weights are kept only if they beat the frozen
-       stage's best validation loss.
+       so small batches of new images do not wreck their statistics (with
+       ``weights=None`` there are none to protect, and BatchNorm trains
+       normally). With a hold-out, the fine-tuned weights are kept only if
+       they beat the frozen stage's best validation loss.
 
     Parameters
     ----------
@@ -306,7 +315,7 @@ class TransferClassifier(BaseImageClassifier):
                         f"{type(self).__name__} could not load backbone={path!r} as a Keras "
                         f"model: {exc}. Save it with model.save('name.keras')."
                     ) from exc
-            shape = _input_shape(model)
+            shape = input_shape(model)
             if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
                 raise InputError(
                     f"backbone {getattr(model, 'name', model)!r} takes input of shape {shape}; "
@@ -319,13 +328,13 @@ class TransferClassifier(BaseImageClassifier):
     def _network_channels(self, channels: int) -> int:
         if self._named() is not None:
             return 3  # ImageNet networks take RGB; the pipeline repeats grayscale
-        return int(_input_shape(self._source())[-1])
+        return int(input_shape(self._source())[-1])
 
     def _default_image_size(self, data_size):
         named = self._named()
         if named is not None:
             return (named.default_size, named.default_size)
-        height, width = _input_shape(self._source())[1:3]
+        height, width = input_shape(self._source())[1:3]
         if height is not None and width is not None:
             return (int(height), int(width))
         return super()._default_image_size(data_size)
@@ -378,13 +387,13 @@ class TransferClassifier(BaseImageClassifier):
         else:
             net = named.build(shape, None)
             if self.weights is not None:
-                _load_weights(net, self.weights, f"backbone {named.name!r}", name)
+                load_weights(net, self.weights, f"backbone {named.name!r}", name)
         return keras.Model(net.inputs[0], net.outputs[0], name="backbone")
 
     def _own_backbone(self):
         keras = get_keras()
         source = self._source()
-        expected = tuple(_input_shape(source)[1:3])
+        expected = tuple(input_shape(source)[1:3])
         if None not in expected and expected != tuple(self.image_size_):
             raise InputError(
                 f"backbone takes {expected[0]}x{expected[1]} images but image_size is "
@@ -397,8 +406,8 @@ class TransferClassifier(BaseImageClassifier):
         else:
             net = source  # loaded from the file for this fit: already a private copy
         if self.weights not in (None, "imagenet"):
-            _load_weights(net, self.weights, "backbone", type(self).__name__)
-        return keras.Model(net.inputs[0], _feature_tensor(net), name="backbone")
+            load_weights(net, self.weights, "backbone", type(self).__name__)
+        return keras.Model(net.inputs[0], feature_tensor(net), name="backbone")
 
     # -------------------------------------------------------------- training
     def _fit_network(self, model, fit_kwargs: dict, callbacks: list) -> dict:
@@ -417,7 +426,7 @@ class TransferClassifier(BaseImageClassifier):
             return history
 
         frozen_weights = model.get_weights()
-        _unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
+        unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
         rate = self.fine_tune_learning_rate or self.learning_rate / 10
         self._compile(model, rate)
         tuned = model.fit(
@@ -504,58 +513,6 @@ def _is_rate(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
 
 
-def _input_shape(model):
-    inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
-        return None
-    return tuple(inputs[0].shape)
-
-
-def _load_weights(net, path, what: str, owner: str) -> None:
-    path = os.fspath(path)
-    try:
-        net.load_weights(path)
-    except Exception as exc:
-        raise InputError(
-            f"{owner} could not load weights={path!r} into {what}: {exc}. The file must hold "
-            "weights of this exact network (e.g. saved with its save_weights('....weights.h5'))."
-        ) from exc
-
-
-def _producer(model, tensor):
-    """The layer of ``model`` whose output is ``tensor`` (None for an input)."""
-    for layer in reversed(model.layers):
-        try:
-            if layer.output is tensor:
-                return layer
-        except (AttributeError, ValueError):  # a layer used several times
-            continue
-    return None
-
-
-def _feature_tensor(model):
-    """``model``'s output without a trailing softmax classifier and its dropout."""
-    layers = get_keras().layers
-    tensor = model.outputs[0]
-    layer = _producer(model, tensor)
-
-    def activation(layer) -> str:
-        return getattr(getattr(layer, "activation", None), "__name__", "")
-
-    stripped = False
-    if isinstance(layer, layers.Softmax) or (
-        isinstance(layer, layers.Activation) and activation(layer) == "softmax"
-    ):
-        tensor, layer = layer.input, _producer(model, layer.input)
-        if isinstance(layer, layers.Dense):
-            tensor, stripped = layer.input, True
-    elif isinstance(layer, layers.Dense) and activation(layer) in ("softmax", "sigmoid"):
-        tensor, stripped = layer.input, True
-    while stripped and isinstance(_producer(model, tensor), layers.Dropout):
-        tensor = _producer(model, tensor).input
-    return tensor
-
-
 def _features(extractor, x, y, batch_size: int):
     """Features and labels of ``x`` (an array, or a ``tf.data`` dataset of
     ``(images, labels)`` read once so both stay in the same order)."""
@@ -567,31 +524,6 @@ def _features(extractor, x, y, batch_size: int):
             labels.append(np.asarray(batch[1]))
         return np.concatenate(features), np.concatenate(labels)
     return extractor.predict(x, batch_size=batch_size, verbose=0), y
-
-
-def _unfreeze_top(backbone, amount, pretrained: bool) -> None:
-    """Make the top ``amount`` of ``backbone.layers`` trainable, BatchNorm of a
-    pretrained network excepted."""
-    layers = get_keras().layers
-    candidates = [layer for layer in backbone.layers if not isinstance(layer, layers.InputLayer)]
-    if isinstance(amount, float):
-        count = math.ceil(amount * len(candidates))
-    else:
-        count = min(int(amount), len(candidates))
-    backbone.trainable = True
-    for i, layer in enumerate(candidates):
-        layer.trainable = i >= len(candidates) - count
-    if pretrained:
-        _freeze_batchnorm(backbone)
-
-
-def _freeze_batchnorm(layer) -> None:
-    bn = get_keras().layers.BatchNormalization
-    for sub in getattr(layer, "layers", ()):
-        if isinstance(sub, bn):
-            sub.trainable = False
-        else:
-            _freeze_batchnorm(sub)
 
 
 __all__ = ["TransferClassifier"]
