@@ -40,7 +40,7 @@ def test_learns_the_task(fitted):
 
 def test_history_records_every_epoch(fitted):
     clf, _, _ = fitted
-    assert set(clf.history_) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(clf.history_) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
     lengths = {len(v) for v in clf.history_.values()}
     assert len(lengths) == 1 and 1 <= lengths.pop() <= 8
     assert all(isinstance(v, float) for v in clf.history_["loss"])
@@ -148,11 +148,31 @@ def test_early_stopping_restores_best_weights(small_digits):
         assert ran == best + 1 + 3
 
 
+def test_learning_rate_reduced_on_plateau(small_digits):
+    X, y = small_digits
+    # A rate this high stalls the loss quickly, so the schedule must step in.
+    clf = CNNClassifier(
+        epochs=10,
+        patience=2,
+        learning_rate=0.2,
+        early_stopping=False,
+        batch_size=16,
+        filters=8,
+        random_state=0,
+    ).fit(X, y)
+    rates = clf.history_["learning_rate"]
+    assert rates[0] == pytest.approx(0.2)
+    assert min(rates) < 0.2 and all(b <= a for a, b in zip(rates, rates[1:]))
+    assert min(rates) >= 0.2 / 100 - 1e-9
+    off = CNNClassifier(reduce_lr_on_plateau=False, **FAST).fit(X, y)
+    assert "learning_rate" not in off.history_
+
+
 def test_no_validation_no_early_stopping(small_digits):
     X, y = small_digits
     clf = CNNClassifier(validation_fraction=0.0, early_stopping=False, **{**FAST, "epochs": 3})
     clf.fit(X, y)
-    assert set(clf.history_) == {"loss", "accuracy"}
+    assert set(clf.history_) == {"loss", "accuracy", "learning_rate"}
     assert len(clf.history_["loss"]) == 3
 
 

@@ -1,0 +1,90 @@
+"""Time CNNClassifier.fit against plain Keras fitting the very same network.
+
+    python benchmarks/bench_overhead.py [--data fashion|digits] [--runs 5]
+
+Both sides are timed from building the network to the end of ``fit``, in one
+process, runs interleaved. The plain side builds
+``keras.models.clone_model(clf.model_)``, compiles it with the same optimizer,
+loss and metrics, and fits the same uint8 arrays with the same batch size and
+epochs. imgclf runs with ``augment=None, early_stopping=False,
+validation_fraction=0.0`` and its other defaults (so it also validates the
+input, encodes labels, seeds, frees the previous session and runs its
+learning-rate callback). Prints the ratio of the minimum times (the machine is
+noisy; minimums are stable) and of the medians. Bar (issue 2): <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import keras
+import numpy as np
+from _datasets import load_fashion_mnist
+from sklearn.datasets import load_digits
+
+from imgclf import CNNClassifier
+
+
+def data(name: str):
+    if name == "digits":
+        d = load_digits()
+        return np.round(d.images / 16 * 255).astype(np.uint8), d.target, 10
+    X, y, _, _ = load_fashion_mnist()
+    return X[:10000], y[:10000], 2
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("fashion", "digits"), default="fashion")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    X, y, epochs = data(args.data)
+    params = dict(
+        epochs=epochs, augment=None, early_stopping=False, validation_fraction=0.0, random_state=0
+    )
+
+    def run_imgclf():
+        start = time.perf_counter()
+        clf = CNNClassifier(**params).fit(X, y)
+        return time.perf_counter() - start, clf
+
+    # Warm-up: TensorFlow's one-off start-up is paid by neither side.
+    _, reference = run_imgclf()
+    batch_size = reference.batch_size_
+    y_enc = np.searchsorted(reference.classes_, y)
+
+    def run_keras():
+        start = time.perf_counter()
+        model = keras.models.clone_model(reference.model_)
+        model.compile(
+            optimizer=keras.optimizers.Adam(reference.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        model.fit(X, y_enc, batch_size=batch_size, epochs=epochs, verbose=0)
+        return time.perf_counter() - start
+
+    times = {"imgclf": [], "keras": []}
+    for i in range(args.runs):
+        order = ("imgclf", "keras") if i % 2 == 0 else ("keras", "imgclf")
+        for side in order:
+            seconds = run_imgclf()[0] if side == "imgclf" else run_keras()
+            times[side].append(seconds)
+            print(f"run {i + 1} {side:>6}: {seconds:6.2f} s", flush=True)
+    print(
+        f"\n{args.data}: {len(X)} images {X.shape[1:]}, {epochs} epochs, batch {batch_size}, "
+        f"{args.runs} runs each"
+    )
+    for side, values in times.items():
+        print(f"{side:>6}: min {min(values):6.2f} s  median {statistics.median(values):6.2f} s")
+    print(f"ratio imgclf/keras of minimums: {min(times['imgclf']) / min(times['keras']):.3f}")
+    print(
+        "ratio imgclf/keras of medians:  "
+        f"{statistics.median(times['imgclf']) / statistics.median(times['keras']):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
