@@ -44,7 +44,9 @@ def _image_files(folder: str, recursive: bool) -> list[str]:
     else:
         with os.scandir(folder) as entries:
             found = [e.path for e in entries if e.is_file() and _is_image_name(e.name)]
-    return sorted(found, key=lambda p: os.path.relpath(p, folder))
+    # Sorted by path components, so "a/x" < "a-b/x" as in a file browser, on any OS.
+    start = len(os.path.join(folder, ""))
+    return sorted(found, key=lambda p: p[start:].split(os.sep))
 
 
 def _subfolders(folder: str) -> list[str]:

@@ -114,24 +114,29 @@ def infer_path_channels(paths, sample: int | None = None) -> int:
 
 
 # ---------------------------------------------------------------- datasets
-def _path_dataset(tf, paths, infos, order, size, channels):
-    """Map a dataset of sample indices to decoded images (float32, raw 0-255)."""
+def _path_dataset(tf, paths, infos, order, size, channels, labels=None, with_index=False):
+    """Map a dataset of sample indices to ``(image,)``, ``(image, label)`` given
+    ``labels``, or ``(index, image)`` with ``with_index``; images float32 in 0-255."""
     kinds = np.array([f.decoder for f in infos], dtype=np.int32)
-    decode_one = decode.decode_fn(tf, np.unique(kinds), channels, size)
+    decode_one = decode.decode_fn(tf, infos, channels, size)
     paths_t = tf.constant(np.asarray(paths, dtype=object).astype(str))
     kinds_t = tf.constant(kinds)
 
     def load(i):
         return decode_one(tf.gather(paths_t, i), tf.gather(kinds_t, i))
 
-    return order.map(
-        lambda i: (i, load(i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    def pair(i):
+        if labels is None:
+            return (i, load(i)) if with_index else (load(i),)
+        return load(i), tf.gather(labels, i)
+
+    return order.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _decode_all(tf, paths, infos, size, channels, batch_size, out: np.ndarray) -> np.ndarray:
     """Decode every file in order into ``out`` (uint8, rounded), batch by batch."""
-    ds = _path_dataset(tf, paths, infos, tf.data.Dataset.range(len(paths)), size, channels)
+    order = tf.data.Dataset.range(len(paths))
+    ds = _path_dataset(tf, paths, infos, order, size, channels, with_index=True)
     for idx, batch in ds.batch(max(batch_size, 64)).prefetch(2):
         idx = idx.numpy()
         out[idx[0] : idx[-1] + 1] = np.clip(np.round(batch.numpy()), 0, 255).astype(np.uint8)
@@ -244,9 +249,7 @@ def make_dataset(
             deterministic=True,
         )
     else:
-        ds = _path_dataset(tf, images.paths, infos, order, size, channels)
-        ds = ds.map(
-            lambda i, image: (image,) if labels is None else (image, tf.gather(labels, i))
-        ).batch(batch_size)
+        ds = _path_dataset(tf, images.paths, infos, order, size, channels, labels)
+        ds = ds.batch(batch_size)
     # shuffle=False: the dataset is already shuffled; Keras warns otherwise.
     return {"x": ds.prefetch(tf.data.AUTOTUNE), **({} if y is None else {"shuffle": False})}
