@@ -189,3 +189,22 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plot.plot_learning_curves({"loss": [1.0, 0.5]}, path=tmp_path / "no" / "lc.png")
+
+
+def test_grad_cam_on_a_transfer_classifier(tmp_path):
+    """The real nested case: TransferClassifier's backbone is a model inside model_."""
+    from imgclf import TransferClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(["a", "b"], 20)
+    clf = TransferClassifier(
+        backbone="mobilenet_v3_small", weights=None, image_size=32, epochs=1, random_state=0
+    ).fit(X, y)
+    _, name = plot._gradcam_parts(clf.model_, None)
+    assert name == "backbone"
+    heat, proba = plot.grad_cam(clf, X[:4])
+    assert heat.shape == (4, 32, 32)
+    np.testing.assert_allclose(proba, clf.predict_proba(X[:4]), atol=1e-5)
+    plot.plot_grad_cam(clf, X[:4], path=tmp_path / "gc.png")
+    _check_png(tmp_path / "gc.png")
