@@ -96,11 +96,13 @@ def bench_rate(folder: str, n: int, repeats: int) -> dict:
     from imgclf import load_folder
 
     X, y = load_folder(folder)
-    X, y = X[:n], y[:n]
+    pick = np.linspace(0, len(X) - 1, n).astype(int)  # every class (X is sorted by class)
+    X, y = X[pick], y[pick]
     arrays = _decode_in_memory(X)
     print(f"rate: {len(X)} images, in memory {arrays.nbytes / 1e6:.0f} MB", flush=True)
-    _estimator().fit(arrays[:256], y[:256])  # warm-up: TF start-up, first graph builds
-    _estimator().fit(X[:256], y[:256])
+    few = np.linspace(0, len(X) - 1, 256).astype(int)  # every class (X is sorted by class)
+    _estimator().fit(arrays[few], y[few])  # warm-up: TF start-up, first graph builds
+    _estimator().fit(X[few], y[few])
     times = {"memory": [], "paths": []}
     for r in range(repeats):
         for mode, data in (("memory", arrays), ("paths", X)):
