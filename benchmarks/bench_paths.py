@@ -125,12 +125,14 @@ def _rss_child(folder: str, n: int) -> None:
     """Runs in a fresh process: fit one epoch on ``n`` files, print peak RSS."""
     import resource
 
-    from imgclf import load_folder
+    from imgclf import decode, load_folder
 
     X, y = load_folder(folder)
     # A class-balanced subset: every n-th file of the sorted list.
     pick = np.linspace(0, len(X) - 1, n).astype(int)
-    _estimator().fit(X[pick], y[pick])
+    X, y = X[pick].copy(), y[pick].copy()
+    decode.clear_scan_cache()  # hold only what fitting on these n files needs
+    _estimator().fit(X, y)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"n": n, "peak_mb": peak_kb / 1024}))
 
