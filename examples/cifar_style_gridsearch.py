@@ -45,14 +45,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="a tiny smoke-test run")
     args = parser.parse_args(argv)
 
-    X, y = cifar_like_digits(200 if args.fast else 1200)
+    X, y = cifar_like_digits(200 if args.fast else 600)
     print(f"X: {X.shape} {X.dtype}, y: {y.shape}, {len(np.unique(y))} classes")
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=0
     )
 
     base = CNNClassifier(
-        epochs=1 if args.fast else 15,
+        epochs=1 if args.fast else 8,
         filters=4 if args.fast else 16,
         random_state=0,
     )
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         grid = {"learning_rate": [1e-3, 3e-3], "augment": [None, "light"]}
         cv = 3  # stratified 3-fold, as for any scikit-learn classifier
     # n_jobs=1: TensorFlow already uses every core for one fit.
-    search = GridSearchCV(base, grid, cv=cv, n_jobs=1)
+    search = GridSearchCV(base, grid, cv=cv, n_jobs=1, verbose=1)
     search.fit(X_train, y_train)
 
     results = search.cv_results_
