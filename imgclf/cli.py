@@ -509,6 +509,32 @@ def _progress_option(parser) -> None:
     )
 
 
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices with file descriptor 2 parked in
+    a temporary file. TensorFlow's C++ start-up lines (oneDNN notices, CUDA
+    probing, an "E0000 ... cuInit" on every CPU-only machine) ignore
+    TF_CPP_MIN_LOG_LEVEL and would bury the command's own messages. If the
+    start fails, what it printed is shown after all."""
+    import tempfile
+
+    from ._backend import get_tf
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            get_tf().config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"imgclf: warning: {message}", file=sys.stderr)
 
@@ -519,6 +545,8 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # no file:line noise for a user
+            if not getattr(args, "debug", False):
+                _start_tensorflow_quietly()
             return args.func(args)
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)

@@ -267,3 +267,18 @@ def test_bad_option_values_exit_2(capsys):
         main(["train", "x", "--image-size", "big", "--out", "m"])
     assert exc.value.code == 2
     assert "expected a size such as 64" in capsys.readouterr().err
+
+
+def test_error_is_the_only_line_on_stderr(trained, tmp_path):
+    """In a fresh process, TensorFlow's C++ start-up lines do not bury the message."""
+    _, _, model, _ = trained
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgclf", "predict", str(model), str(tmp_path / "gone.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"imgclf: error: No such file or folder: {str(tmp_path / 'gone.png')!r}."
+    ]
