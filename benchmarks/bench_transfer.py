@@ -105,11 +105,14 @@ def main():
         )
         transfer = TransferClassifier(
             backbone=backbone,
+            # Tried on seed 0: a frozen head alone reached 0.87 (lr 3e-3 or 1e-2);
+            # fine-tuning every layer at 1e-3 afterwards 0.92.
             epochs=200,
-            learning_rate=3e-3,
+            learning_rate=1e-2,
             patience=10,
-            fine_tune_epochs=50,
+            fine_tune_epochs=100,
             fine_tune_layers=1.0,
+            fine_tune_learning_rate=1e-3,
             callbacks=[time_budget(args.budget)],
             random_state=seed,
         )
