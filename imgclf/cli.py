@@ -250,7 +250,13 @@ def _cmd_train(args) -> int:
     clf = _estimator(args)  # option mistakes first, before scanning a large folder
     X, y = _load_data(args)
     print(f"Found {_describe_data(y)}.", flush=True)
-    clf.fit(X, y)
+    try:
+        clf.fit(X, y)
+    except ValueError as exc:
+        if "weights=" not in str(exc):
+            raise
+        # The library's advice names Python arguments; say the flags too.
+        raise ValueError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc
     history = clf.history_
     n_epochs = len(history["loss"])
     if history.get("val_accuracy"):

@@ -244,11 +244,24 @@ def test_demo_prints_where_it_saved_pictures(tmp_path, capsys, monkeypatch):
         (["train", "{tmp}", "--map", "a=b", "--out", "{tmp}/m"], "--map renames file-name codes"),
         (["train", "{tmp}", "--backbone", "vgg16", "--out", "{tmp}/m"], "are for --model transfer"),
         (["train", "{tmp}/absent", "--out", "{tmp}/m"], "absent"),
+        (
+            [
+                "train",
+                "{data}",
+                "--model",
+                "transfer",
+                "--weights",
+                "{tmp}/no.h5",
+                "--out",
+                "{tmp}/m",
+            ],
+            "On the command line: --weights PATH, or --weights none.",
+        ),
     ],
 )
 def test_errors_are_one_clear_line(trained, tmp_path, capsys, argv, message):
-    _, _, model, _ = trained
-    argv = [a.format(tmp=tmp_path, model=model) for a in argv]
+    _, data, model, _ = trained
+    argv = [a.format(tmp=tmp_path, model=model, data=data) for a in argv]
     code, out, err = run(argv, capsys)
     assert code == 1
     assert err.startswith("imgclf: error: ") and message in err
