@@ -245,6 +245,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss" if has_validation else "loss",
                     patience=self.patience,
+                    # Once the learning rate is low the loss creeps down by
+                    # 1e-4 an epoch for many epochs; that is not progress.
+                    min_delta=1e-3,
                     restore_best_weights=True,
                 )
             )
