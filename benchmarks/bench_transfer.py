@@ -13,6 +13,12 @@
 
 Bar (issue 4): transfer wins by >= 10 accuracy points. Prints per-seed figures
 and the medians. Needs the Debian package ``dataset-fashion-mnist``.
+
+Measured here (2 shared cores, source network 0.918 on classes 0-4): transfer
+0.892 against 0.926 from scratch, median of 3 seeds; the bar is not met. The
+from-scratch CNN already reaches 0.93 on these five classes (shoes, a bag and
+shirts are easy to tell apart), which leaves under 8 points to win. With
+``--per-class 10``: 0.858 against 0.846.
 """
 
 from __future__ import annotations

@@ -9,7 +9,12 @@ Keras tutorial does) runs the backbone over every image every epoch. Both fit
 the same data with the same seed (early stopping off, so both run every
 epoch); the runs alternate so machine noise hits both alike. Prints the median
 fit time of each, their ratio, and the test accuracy of both (which match: the
-two paths train the same network).
+two paths train the same network). ImageNet weights cannot be downloaded here,
+so the backbone is randomly initialised: the time is what counts; a frozen
+random network's accuracy is near chance.
+
+Measured here (2 shared cores): ``--images 500 --size 128 --epochs 15`` gave a
+median of 46.3 s plain against 21.6 s fast, 2.1x.
 """
 
 from __future__ import annotations
