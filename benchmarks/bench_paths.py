@@ -105,7 +105,9 @@ def bench_rate(folder: str, n: int, repeats: int) -> dict:
     _estimator().fit(X[few], y[few])
     times = {"memory": [], "paths": []}
     for r in range(repeats):
-        for mode, data in (("memory", arrays), ("paths", X)):
+        # ABBA order: a load that drifts during the run favours neither side.
+        pair = [("memory", arrays), ("paths", X)]
+        for mode, data in pair if r % 2 == 0 else pair[::-1]:
             t0 = time.perf_counter()
             _estimator().fit(data, y)
             times[mode].append(time.perf_counter() - t0)
@@ -196,7 +198,8 @@ def bench_iterate(folder: str, repeats: int) -> dict:
     _iterate_imgclf(folder), _iterate_keras(folder)  # warm-up (file cache, graph builds)
     times = {"imgclf": [], "keras": []}
     for r in range(repeats):
-        for name, fn in (("imgclf", _iterate_imgclf), ("keras", _iterate_keras)):
+        pair = [("imgclf", _iterate_imgclf), ("keras", _iterate_keras)]
+        for name, fn in pair if r % 2 == 0 else pair[::-1]:
             t0 = time.perf_counter()
             count = fn(folder)
             times[name].append(time.perf_counter() - t0)
