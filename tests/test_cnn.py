@@ -166,7 +166,7 @@ def test_learning_rate_reduced_on_plateau(small_digits):
     ).fit(X, y)
     rates = clf.history_["learning_rate"]
     assert rates[0] == pytest.approx(0.2)
-    assert min(rates) < 0.2 and all(b <= a for a, b in zip(rates, rates[1:]))
+    assert min(rates) < 0.2 and all(b <= a for a, b in zip(rates, rates[1:], strict=False))
     assert min(rates) >= 0.2 / 100 - 1e-9
     off = CNNClassifier(reduce_lr_on_plateau=False, **FAST).fit(X, y)
     assert "learning_rate" not in off.history_
