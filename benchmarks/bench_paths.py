@@ -146,13 +146,13 @@ def _rss_child(folder: str, n: int) -> None:
     """Runs in a fresh process: fit one epoch on ``n`` files, print peak RSS."""
     import resource
 
-    from imgclf import decode, load_folder
+    from imgclf import load_folder, scan
 
     X, y = load_folder(folder)
     # A class-balanced subset: every n-th file of the sorted list.
     pick = np.linspace(0, len(X) - 1, n).astype(int)
     X, y = X[pick].copy(), y[pick].copy()
-    decode.clear_scan_cache()  # hold only what fitting on these n files needs
+    scan.clear_scan_cache()  # hold only what fitting on these n files needs
     _estimator().fit(X, y)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"n": n, "peak_mb": peak_kb / 1024}))
@@ -183,10 +183,10 @@ def bench_memory(folder: str, sizes: tuple[int, int], repeats: int) -> dict:
 
 
 def _iterate_imgclf(folder: str) -> tuple[int, float]:
-    from imgclf import decode, load_folder, pipeline
+    from imgclf import load_folder, pipeline, scan
     from imgclf._validation import Images
 
-    decode.clear_scan_cache()  # every run pays for the scan, like a new process
+    scan.clear_scan_cache()  # every run pays for the scan, like a new process
     t0 = time.perf_counter()
     X, y = load_folder(folder)
     codes = np.unique(y, return_inverse=True)[1]

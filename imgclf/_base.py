@@ -1,16 +1,17 @@
 """The scikit-learn estimator shared by every imgclf classifier.
 
-One place owns the contract: parameter and input validation, label encoding,
-the hold-out split, the Keras training loop with early stopping, prediction,
-and pickling. A subclass only says how to build its network
-(:meth:`BaseImageClassifier._build_network`).
+One place owns the contract. ``fit`` is a short list of named steps: check
+the parameters, check the data, encode the labels, decide the input spec,
+hold out a validation split, build the network, train it. A subclass says how
+to build its network (:meth:`BaseImageClassifier._build_network`) and, if it
+trains in several stages, which ones (:meth:`BaseImageClassifier._train`);
+every stage of every estimator runs through
+:meth:`BaseImageClassifier._run_stage`.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -21,16 +22,54 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
 from ._backend import get_keras, get_tf, released_gradient_functions, resolve_seed, seeded
-from ._validation import (
-    Images,
-    _did_you_mean,
-    check_images,
+from ._params import (
+    BOOLEAN,
+    NONE,
+    PATH,
+    RANDOM_STATE,
+    Instance,
+    Integer,
+    Number,
+    Options,
+    Rule,
     check_params,
-    check_targets,
-    image_size_tuple,
+    did_you_mean,
+    is_int,
+    param,
 )
-from .augment import augmentation_layers
+from ._validation import Images, check_images, check_targets, class_index, image_size_tuple
+from .augment import PRESETS, augmentation_layers
 from .exceptions import InputError
+from .persist import model_from_bytes, model_to_bytes
+from .scan import ON_BAD_FILE
+
+#: Early stopping ignores improvements of the monitored loss smaller than
+#: this: once the learning rate is low the loss creeps down by 1e-4 an epoch
+#: for many epochs, and that is not progress.
+EARLY_STOPPING_MIN_DELTA = 1e-3
+#: ``reduce_lr_on_plateau`` multiplies the learning rate by this factor after
+#: ``max(1, patience // 2)`` epochs without improvement...
+PLATEAU_FACTOR = 0.2
+#: ...down to ``learning_rate * PLATEAU_MIN_RATIO``.
+PLATEAU_MIN_RATIO = 0.01
+
+
+def _is_callback_list(value) -> bool:
+    if not isinstance(value, (list, tuple)):
+        return False
+    return all(isinstance(cb, get_keras().callbacks.Callback) for cb in value)
+
+
+#: Rules shared by several estimators' tables.
+SIZE = param(
+    NONE,
+    Integer(1),
+    Rule(
+        lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(s, 1) for s in v),
+        "(height, width)",
+    ),
+)
+DROPOUT = param(Number(0, 1, closed="left"))
 
 
 class BaseImageClassifier(ClassifierMixin, BaseEstimator):
@@ -42,10 +81,60 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
     # Size used for file paths when ``image_size`` is None (arrays keep their own).
     _default_path_size = (64, 64)
+    # imgclf.load accepts only objects that say they are imgclf estimators.
+    _imgclf_estimator = True
+
+    #: What each parameter accepts (see :mod:`imgclf._params`); subclasses
+    #: extend it with ``{**BaseImageClassifier._parameter_rules, ...}``.
+    _parameter_rules = {
+        "epochs": param(Integer(1)),
+        "batch_size": param(Options("auto"), Integer(1)),
+        "learning_rate": param(Number(0, closed="neither"), expected="a number > 0, e.g. 1e-3"),
+        "image_size": SIZE,
+        "color_mode": param(
+            Options("auto", "grayscale", "rgb"),
+            expected="'auto' (follow the data), 'grayscale' or 'rgb'",
+            suggest=("auto", "grayscale", "rgb"),
+        ),
+        "augment": param(
+            NONE,
+            Options(*PRESETS),
+            Instance(dict, list, tuple, text="a dict or a list of Keras layers"),
+            suggest=tuple(PRESETS),
+        ),
+        "early_stopping": param(BOOLEAN),
+        "patience": param(Integer(0)),
+        "validation_fraction": param(
+            Number(0, 1, closed="left"), expected="a number in [0, 1); 0.0 means no hold-out"
+        ),
+        "class_weight": param(
+            NONE, Options("balanced"), Instance(dict, text="a dict {label: weight}")
+        ),
+        "random_state": param(RANDOM_STATE),
+        "verbose": param(
+            Options(0, 1, 2), expected="0 (silent), 1 (progress bar) or 2 (one line per epoch)"
+        ),
+        "warm_start": param(BOOLEAN),
+        "callbacks": param(
+            NONE, Rule(_is_callback_list, "a list of keras.callbacks.Callback objects")
+        ),
+        "on_bad_file": param(
+            Options(*ON_BAD_FILE),
+            expected="'skip' (train without unreadable files, with a warning naming them) "
+            "or 'error' (raise, naming them)",
+            suggest=ON_BAD_FILE,
+        ),
+        "cache": param(
+            NONE,
+            Options("memory"),
+            PATH,
+            expected="None (stream from disk), 'memory' or a folder path",
+        ),
+    }
 
     # ------------------------------------------------------------------ hooks
-    def _check_own_params(self) -> list[str]:
-        """Return error messages for subclass-specific parameters."""
+    def _check_params_together(self) -> list[str]:
+        """Problems that involve several parameters (each one valid alone)."""
         return []
 
     def _network_channels(self, channels: int) -> int:
@@ -62,14 +151,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         Keras tensor of images in 0-1 pixel space after augmentation."""
         raise NotImplementedError
 
-    def _fit_network(self, model, fit_kwargs: dict, callbacks: list) -> dict:
-        """Compile and train ``model``; return its history dict. Subclasses may
-        train in several stages."""
-        self._compile(model, self.learning_rate)
-        history = model.fit(
-            epochs=self.epochs, callbacks=callbacks, verbose=self.verbose, **fit_kwargs
-        )
-        return history.history
+    def _train(self, model, data: dict) -> dict:
+        """Train ``model`` on ``data`` (keyword arguments of ``model.fit``) and
+        return its history. One stage here; subclasses may run several, each
+        through :meth:`_run_stage`."""
+        return self._run_stage(model, data, epochs=self.epochs, learning_rate=self.learning_rate)
 
     # --------------------------------------------------------------- sklearn
     def __sklearn_tags__(self):
@@ -85,7 +171,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             if key.split("__")[0] not in valid:
                 raise ValueError(
                     f"Invalid parameter {key!r} for estimator {type(self).__name__}"
-                    f"{_did_you_mean(key, valid)}. Valid parameters are: {sorted(valid)}."
+                    f"{did_you_mean(key, valid)}. Valid parameters are: {sorted(valid)}."
                 )
         return super().set_params(**params)
 
@@ -107,19 +193,49 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
+
+        Raises
+        ------
+        imgclf.exceptions.InputError
+            For invalid parameters (all listed at once), ``X`` or ``y``.
+        imgclf.exceptions.ImageFileError
+            For unreadable image files with ``on_bad_file="error"``, or when
+            none can be read.
         """
         check_params(self)
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        images = check_images(self, X, reset=not warm)
+        images, y = self._check_data(X, y, reset=not warm)
+        classes, y_enc = self._encode_labels(y, warm)
+        self._set_input_spec(images, warm)
+        seed = resolve_seed(self.random_state)
+        if not warm:
+            self._release_network()
+        started = time.perf_counter()
+        with seeded(seed), released_gradient_functions():
+            train, val = self._split(y_enc, seed)
+            self.batch_size_ = _resolve_batch_size(self.batch_size, len(train))
+            if not warm:
+                self.model_ = self._build_model(len(classes), seed)
+            self.classes_ = classes
+            data = self._training_data(images, y_enc, train, val, seed)
+            history = self._train(self.model_, data)
+        _GARBAGE["fit_seconds"] += time.perf_counter() - started
+        self._record_history(history, warm)
+        return self
+
+    def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
+        """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
+        images = check_images(self, X, reset=reset)
         y = check_targets(self, y, len(images))
-        if images.paths is not None:
-            images, y = pipeline.screen_paths(
-                images,
-                y,
-                on_bad_file=getattr(self, "on_bad_file", "skip"),
-                owner=type(self).__name__,
-            )
+        images, keep = images.screened(
+            on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
+        )
+        return images, y[keep]
+
+    def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(classes, y as indices into classes)``; needs two classes or more."""
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -132,56 +248,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 f"warm_start=True, but y has classes {list(classes)} while the model was fitted "
                 f"on {list(self.classes_)}. Use the same classes, or set warm_start=False."
             )
-        self._set_input_spec(images, warm)
-        seed = resolve_seed(self.random_state)
-
-        keras = get_keras()
-        if not warm:
-            # Frees the previous network and Keras's global name state, so many
-            # fits in a row (a grid search) neither grow memory nor slow down.
-            self.__dict__.pop("model_", None)
-            keras.backend.clear_session(free_memory=False)
-            _collect_garbage()
-        started = time.perf_counter()
-        with seeded(seed), released_gradient_functions():
-            train_idx, val_idx = self._split(y_enc, seed)
-            self.batch_size_ = _resolve_batch_size(self.batch_size, len(train_idx))
-            if not warm:
-                self.model_ = self._build_model(len(classes), seed)
-            self.classes_ = classes
-            fit_kwargs = self._inputs(
-                images.subset(train_idx), y_enc[train_idx], seed=seed, shuffle=True
-            )
-            if val_idx is not None:
-                val = self._inputs(images.subset(val_idx), y_enc[val_idx])
-                fit_kwargs["validation_data"] = val["x"] if "y" not in val else (val["x"], val["y"])
-            fit_kwargs["class_weight"] = self._class_weight(classes, y_enc[train_idx])
-            callbacks = self._callbacks(has_validation=val_idx is not None)
-            history = self._fit_network(self.model_, fit_kwargs, callbacks)
-
-        _GARBAGE["fit_seconds"] += time.perf_counter() - started
-        history = {k: [float(v) for v in vals] for k, vals in history.items()}
-        if warm and hasattr(self, "history_"):
-            for key, values in history.items():
-                self.history_.setdefault(key, []).extend(values)
-        else:
-            self.history_ = history
-        return self
+        return classes, y_enc
 
     def _set_input_spec(self, images: Images, warm: bool) -> None:
         """Decide the network's input size, channels and pixel range from the data."""
+        size = image_size_tuple(self.image_size)
         if images.array is not None:
             array = images.array
-            size = image_size_tuple(self.image_size) or self._default_image_size(
-                tuple(array.shape[1:3])
-            )
+            size = size or self._default_image_size(tuple(array.shape[1:3]))
             data_channels = array.shape[-1]
             pixel_range = _pixel_range(array)
         else:
-            size = image_size_tuple(self.image_size) or self._default_image_size(None)
-            data_channels = (
-                pipeline.infer_path_channels(images.paths) if self.color_mode == "auto" else 3
-            )
+            size = size or self._default_image_size(None)
+            # 1 if every file is grey, else 3 (read off the scan, no file opened).
+            data_channels = 3 if any(f.channels == 3 for f in images.infos) else 1
             pixel_range = (0.0, 255.0)
         wanted = {"auto": data_channels, "grayscale": 1, "rgb": 3}[self.color_mode]
         channels = self._network_channels(wanted)
@@ -194,7 +274,16 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         if not warm:
             self.image_size_, self.n_channels_, self.input_range_ = size, channels, pixel_range
 
+    def _release_network(self) -> None:
+        """Free the previous network and Keras's global name state, so many fits
+        in a row (a grid search) neither grow memory nor slow down."""
+        self.__dict__.pop("model_", None)
+        get_keras().backend.clear_session(free_memory=False)
+        _collect_garbage()
+
     def _split(self, y_enc, seed):
+        """``(train, validation)`` positions: a stratified hold-out of
+        ``validation_fraction`` (validation is None without one)."""
         n = len(y_enc)
         fraction = self.validation_fraction
         n_val = int(round(fraction * n))
@@ -210,57 +299,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             train, val = perm[n_val:], perm[:n_val]
         return np.sort(train), np.sort(val)
 
-    def _inputs(self, images: Images, y=None, *, seed=None, shuffle=False) -> dict:
-        return pipeline.make_dataset(
-            images,
-            y,
-            size=self.image_size_,
-            channels=self.n_channels_,
-            batch_size=self.batch_size_,
-            shuffle=shuffle,
-            seed=seed,
-            # getattr: a subclass written before these parameters existed still works.
-            cache=getattr(self, "cache", None),
-        )
-
-    def _class_weight(self, classes, y_enc):
-        cw = self.class_weight
-        if cw is None:
-            return None
-        if cw == "balanced":
-            present = np.unique(y_enc)
-            weights = compute_class_weight("balanced", classes=present, y=y_enc)
-            return {int(c): float(w) for c, w in zip(present, weights, strict=True)}
-        unknown = [label for label in cw if label not in set(classes.tolist())]
-        if unknown:
-            raise InputError(
-                f"class_weight names labels {unknown} that are not in y; the classes are "
-                f"{classes.tolist()}."
-            )
-        index = {label: i for i, label in enumerate(classes.tolist())}
-        return {i: float(cw.get(label, 1.0)) for label, i in index.items()}
-
-    def _callbacks(self, has_validation: bool) -> list:
-        keras = get_keras()
-        callbacks = []
-        if self.early_stopping:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss" if has_validation else "loss",
-                    patience=self.patience,
-                    # Once the learning rate is low the loss creeps down by
-                    # 1e-4 an epoch for many epochs; that is not progress.
-                    min_delta=1e-3,
-                    restore_best_weights=True,
-                )
-            )
-        for cb in self.callbacks or ():
-            if not isinstance(cb, keras.callbacks.Callback):
-                raise InputError(f"callbacks must be keras.callbacks.Callback objects, got {cb!r}.")
-            callbacks.append(cb)
-        return callbacks
-
     def _build_model(self, n_classes: int, seed: int):
+        """The whole network: input scaling, augmentation, then :meth:`_build_network`."""
         keras = get_keras()
         inputs = keras.Input(shape=(*self.image_size_, self.n_channels_), name="image")
         low, high = self.input_range_
@@ -271,18 +311,93 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         outputs = self._build_network(x, n_classes)
         return keras.Model(inputs, outputs, name=type(self).__name__)
 
-    def _compile(self, model, learning_rate: float) -> None:
+    def _training_data(self, images: Images, y_enc, train, val, seed) -> dict:
+        """Keyword arguments of ``model.fit``: the training and validation data
+        and the class weights."""
+        data = self._dataset(images.subset(train), y_enc[train], seed=seed, shuffle=True)
+        if val is not None:
+            held = self._dataset(images.subset(val), y_enc[val])
+            data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
+        data["class_weight"] = self._class_weight(y_enc[train])
+        return data
+
+    def _dataset(self, images: Images, y=None, *, seed=None, shuffle=False) -> dict:
+        return pipeline.make_dataset(
+            images,
+            y,
+            size=self.image_size_,
+            channels=self.n_channels_,
+            batch_size=self.batch_size_,
+            shuffle=shuffle,
+            seed=seed,
+            cache=self.cache,
+        )
+
+    def _class_weight(self, y_enc):
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if cw == "balanced":
+            present = np.unique(y_enc)
+            weights = compute_class_weight("balanced", classes=present, y=y_enc)
+            return {int(c): float(w) for c, w in zip(present, weights, strict=True)}
+        labels = list(cw)
+        index = class_index(self.classes_, labels)
+        unknown = [label for label, i in zip(labels, index, strict=True) if i < 0]
+        if unknown:
+            raise InputError(
+                f"class_weight names labels {unknown} that are not in y; the classes are "
+                f"{self.classes_.tolist()}."
+            )
+        weights = {int(i): float(cw[label]) for label, i in zip(labels, index, strict=True)}
+        return {i: weights.get(i, 1.0) for i in range(len(self.classes_))}
+
+    def _run_stage(
+        self, model, data: dict, *, epochs: int, learning_rate: float, reduce_lr_on_plateau=False
+    ) -> dict:
+        """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
+        early stopping (and plateau reductions): one training stage. Returns
+        its history as lists of floats."""
         keras = get_keras()
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+        monitor = "val_loss" if data.get("validation_data") is not None else "loss"
+        callbacks = []
+        if reduce_lr_on_plateau:
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor,
+                    factor=PLATEAU_FACTOR,
+                    patience=max(1, self.patience // 2),
+                    min_lr=learning_rate * PLATEAU_MIN_RATIO,
+                )
+            )
+        if self.early_stopping:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=monitor,
+                    patience=self.patience,
+                    min_delta=EARLY_STOPPING_MIN_DELTA,
+                    restore_best_weights=True,
+                )
+            )
+        callbacks.extend(self.callbacks or ())
+        history = model.fit(epochs=epochs, callbacks=callbacks, verbose=self.verbose, **data)
+        return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+    def _record_history(self, history: dict, warm: bool) -> None:
+        if warm and hasattr(self, "history_"):
+            for key, values in history.items():
+                self.history_.setdefault(key, []).extend(values)
+        else:
+            self.history_ = history
 
     # --------------------------------------------------------------- predict
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape ``(n, n_classes)``, columns in ``classes_`` order."""
-        check_is_fitted(self)
+    def _check_predict_images(self, X) -> Images:
+        """Validate ``X`` for a fitted network; every file must be readable."""
         images = check_images(self, X, reset=False)
         if images.array is not None:
             channels = images.array.shape[-1]
@@ -294,21 +409,106 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                     "skimage.color.rgb2gray), refit on RGB images, or fit with color_mode='grayscale' "
                     "to have imgclf convert them."
                 )
-        kwargs = self._inputs(images)
-        proba = self.model_.predict(verbose=0, **kwargs)
+            return images
+        images, _ = images.screened(
+            on_bad_file="error", source=f"{type(self).__name__}.predict", can_skip=False
+        )
+        return images
+
+    def network_input(self, X) -> np.ndarray:
+        """``X`` as the network takes it: what ``model_`` is called on.
+
+        Images are decoded, converted to ``n_channels_`` and resized to
+        ``image_size_``, in the training data's pixel units (0-255 for uint8
+        images and files; see ``input_range_``). Meant for a few images (to
+        draw them, explain them or call ``model_`` yourself): the result is
+        held in memory, while ``predict_proba`` streams.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            As accepted by :meth:`predict`.
+
+        Returns
+        -------
+        ndarray of shape (n, height, width, channels), dtype float32
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.ImageFileError
+            If a file cannot be read.
+
+        See Also
+        --------
+        predict_proba : the network's output for the same images.
+        """
+        check_is_fitted(self)
+        x = self._dataset(self._check_predict_images(X))["x"]
+        if isinstance(x, np.ndarray):
+            return x.astype(np.float32)
+        return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes; every file must be readable.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            Columns in ``classes_`` order; rows sum to 1.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.ImageFileError
+            If a file cannot be read (one answer is owed per sample).
+
+        See Also
+        --------
+        predict : the most probable class of each image.
+        """
+        check_is_fitted(self)
+        data = self._dataset(self._check_predict_images(X))
+        proba = self.model_.predict(verbose=0, **data)
         return np.asarray(proba, dtype=np.float64)
 
     def predict(self, X) -> np.ndarray:
-        """Predicted class labels, shape ``(n,)``, taken from ``classes_``."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Labels taken from ``classes_``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+
+        See Also
+        --------
+        predict_proba : the probabilities behind the labels.
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     # --------------------------------------------------------------- persist
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.pop("model_", None)
         if model is not None:
-            state["_model_bytes"] = _model_to_bytes(model)
+            state["_model_bytes"] = model_to_bytes(model)
         return state
 
     def __setstate__(self, state):
@@ -316,14 +516,28 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         data = state.pop("_model_bytes", None)
         self.__dict__.update(state)
         if data is not None:
-            self.model_ = _model_from_bytes(data)
+            self.model_ = model_from_bytes(data)
 
     def save(self, path) -> None:
         """Save the estimator to one file, atomically.
 
         The file is written beside ``path`` under a temporary name and renamed
         over it only once complete, so an interrupted save leaves any previous
-        file intact. Load it with :func:`imgclf.load`.
+        file intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written; an earlier file at ``path`` is kept.
+
+        See Also
+        --------
+        imgclf.load : read it back.
         """
         from .persist import save
 
@@ -334,8 +548,28 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
         The exported model takes raw uint8 images ``(n, h, w, c)`` at
         ``image_size_`` and ``n_channels_`` and returns class probabilities in
-        ``classes_`` order. ``format`` is ``"saved_model"`` (a folder) or
-        ``"tflite"`` (a file). Written atomically; see :func:`imgclf.export.export`.
+        ``classes_`` order. Written atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A folder for ``"saved_model"``, a file for ``"tflite"``.
+        format : {"saved_model", "tflite"}, default="saved_model"
+            The format written.
+
+        Returns
+        -------
+        str
+            The path written.
+
+        Raises
+        ------
+        imgclf.exceptions.InputError
+            For an unknown format or a target that cannot be replaced safely.
+
+        See Also
+        --------
+        imgclf.export.export : the function behind this method.
         """
         from .export import export
 
@@ -401,28 +635,6 @@ def _pixel_range(array: np.ndarray) -> tuple[float, float]:
     if low >= 0 and high <= 1:
         return (0.0, 1.0)
     return (low, high)
-
-
-def _model_to_bytes(model) -> bytes:
-    fd, path = tempfile.mkstemp(suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(path)
-        with open(path, "rb") as f:
-            return f.read()
-    finally:
-        os.unlink(path)
-
-
-def _model_from_bytes(data: bytes):
-    keras = get_keras()
-    fd, path = tempfile.mkstemp(suffix=".keras")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return keras.models.load_model(path)
-    finally:
-        os.unlink(path)
 
 
 __all__ = ["BaseImageClassifier"]

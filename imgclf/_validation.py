@@ -1,7 +1,7 @@
-"""Checks on parameters, ``X`` and ``y``, run at the start of ``fit`` and ``predict``.
+"""Checks on ``X`` and ``y``, run at the start of ``fit`` and ``predict``.
 
-Errors are collected and raised once, each naming what was given, what was
-expected and the fix (the skorch / SciKeras habit).
+Each error names what was given, what was expected and the fix (the skorch /
+SciKeras habit). Parameters are checked by :mod:`imgclf._params`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from .exceptions import InputError
 
 @dataclass
 class Images:
-    """Validated samples: either an array ``(n, h, w, c)`` or a 1-D array of paths."""
+    """Validated samples: either an array ``(n, h, w, c)`` or a 1-D array of
+    paths, with their scan results (:class:`imgclf.scan.FileInfo`) once
+    screened, so no later step scans a file again."""
 
     array: np.ndarray | None = None
     paths: np.ndarray | None = None
+    infos: list | None = None
 
     def __len__(self) -> int:
         return len(self.array if self.array is not None else self.paths)
@@ -33,7 +36,18 @@ class Images:
     def subset(self, index) -> Images:
         if self.array is not None:
             return Images(array=self.array[index])
-        return Images(paths=self.paths[index])
+        infos = None if self.infos is None else [self.infos[i] for i in index]
+        return Images(paths=self.paths[index], infos=infos)
+
+    def screened(self, *, on_bad_file: str, source: str, can_skip: bool = True):
+        """These images without bad files (see :func:`imgclf.scan.screen`),
+        and the positions kept; arrays are returned as they are."""
+        if self.paths is None:
+            return self, np.arange(len(self))
+        from .scan import screen
+
+        found = screen(self.paths, on_bad_file=on_bad_file, source=source, can_skip=can_skip)
+        return Images(paths=found.paths, infos=found.infos), found.keep
 
 
 def _is_path(value) -> bool:
@@ -168,86 +182,8 @@ def image_size_tuple(image_size) -> tuple[int, int] | None:
     return tuple(int(v) for v in image_size)
 
 
-def _is_int(value, low=None) -> bool:
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and (low is None or value >= low)
-    )
-
-
-def check_params(estimator) -> None:
-    """Check every hyper-parameter of ``estimator`` and raise one error listing all problems."""
-    from .augment import PRESETS  # local: keeps the import graph one-way
-
-    p = estimator.get_params(deep=False)
-    errors = []
-    if "epochs" in p and not _is_int(p["epochs"], 1):
-        errors.append(f"epochs={p['epochs']!r}: expected an integer >= 1.")
-    if "batch_size" in p and p["batch_size"] != "auto" and not _is_int(p["batch_size"], 1):
-        errors.append(f"batch_size={p['batch_size']!r}: expected 'auto' or an integer >= 1.")
-    if "patience" in p and not _is_int(p["patience"], 0):
-        errors.append(f"patience={p['patience']!r}: expected an integer >= 0.")
-    lr = p.get("learning_rate", 1e-3)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
-        errors.append(f"learning_rate={lr!r}: expected a number > 0, e.g. 1e-3.")
-    vf = p.get("validation_fraction", 0.0)
-    if isinstance(vf, bool) or not isinstance(vf, numbers.Real) or not 0 <= vf < 1:
-        errors.append(
-            f"validation_fraction={vf!r}: expected a number in [0, 1); 0.0 means no hold-out."
-        )
-    size = p.get("image_size")
-    if size is not None:
-        ok = _is_int(size, 1) or (
-            isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v, 1) for v in size)
-        )
-        if not ok:
-            errors.append(f"image_size={size!r}: expected None, an integer or (height, width).")
-    aug = p.get("augment")
-    if isinstance(aug, str) and aug not in PRESETS:
-        errors.append(
-            f"augment={aug!r}: unknown preset{_did_you_mean(aug, PRESETS)}; known presets are "
-            f"{sorted(PRESETS)}, or pass None, a dict or a list of Keras layers."
-        )
-    elif aug is not None and not isinstance(aug, (str, dict, list, tuple)):
-        errors.append(
-            f"augment={aug!r}: expected None, a preset name, a dict or a list of Keras layers."
-        )
-    if p.get("color_mode", "auto") not in ("auto", "grayscale", "rgb"):
-        errors.append(
-            f"color_mode={p['color_mode']!r}: expected 'auto' (follow the data), 'grayscale' or 'rgb'."
-        )
-    cw = p.get("class_weight")
-    if cw is not None and cw != "balanced" and not isinstance(cw, dict):
-        errors.append(
-            f"class_weight={cw!r}: expected None, 'balanced' or a dict {{label: weight}}."
-        )
-    if p.get("verbose", 0) not in (0, 1, 2):
-        errors.append(
-            f"verbose={p['verbose']!r}: expected 0 (silent), 1 (progress bar) or 2 (one line per epoch)."
-        )
-    cbs = p.get("callbacks")
-    if cbs is not None and not isinstance(cbs, (list, tuple)):
-        errors.append(f"callbacks={cbs!r}: expected None or a list of keras.callbacks.Callback.")
-    if p.get("on_bad_file", "skip") not in ("skip", "error"):
-        errors.append(
-            f"on_bad_file={p['on_bad_file']!r}: expected 'skip' (train without unreadable "
-            "files, with a warning naming them) or 'error' (raise, naming them)."
-        )
-    cache = p.get("cache")
-    if cache is not None and cache != "memory" and not isinstance(cache, (str, os.PathLike)):
-        errors.append(
-            f"cache={cache!r}: expected None (stream from disk), 'memory' or a folder path."
-        )
-    errors.extend(estimator._check_own_params())
-    if errors:
-        name = type(estimator).__name__
-        lines = "\n".join(f"  {i}. {e}" for i, e in enumerate(errors, 1))
-        raise InputError(f"{name} got invalid parameters:\n{lines}")
-
-
-def _did_you_mean(word: str, choices) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def class_index(classes, labels) -> np.ndarray:
+    """Column of each of ``labels`` in ``classes`` (``predict_proba``'s column
+    order), -1 for a label not among them: the one label -> index map."""
+    position = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
+    return np.array([position.get(label, -1) for label in np.asarray(labels).tolist()], dtype=int)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
-from ._validation import _did_you_mean
+from ._params import did_you_mean
 from .exceptions import InputError
 
 
@@ -124,7 +124,7 @@ def get_backbone(name: str, owner: str = "TransferClassifier") -> Backbone:
 
 def unknown_backbone_message(name: str, owner: str = "TransferClassifier") -> str:
     return (
-        f"{owner} has no backbone named {name!r}{_did_you_mean(name.lower(), BACKBONES)}. "
+        f"{owner} has no backbone named {name!r}{did_you_mean(name.lower(), BACKBONES)}. "
         f"Known backbones: {', '.join(BACKBONES)}. Or pass a keras.Model, or the path "
         "of a saved .keras model."
     )

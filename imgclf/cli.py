@@ -18,36 +18,33 @@ import warnings
 _CHUNK = 256
 
 
-class _Progress:
-    """A one-line progress bar on standard error (stdout may carry a CSV)."""
-
-    def __init__(self, total: int, what: str, enabled: bool = True):
-        self.total, self.what, self.enabled = total, what, enabled and total > 0
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * done / self.total)
-        bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
-        end = "\n" if done >= self.total else ""
-        sys.stderr.write(f"\r{self.what} [{bar[:width]}] {done}/{self.total}{end}")
-        sys.stderr.flush()
-
-
 def _predict_proba(clf, X, what: str, progress: bool | None = None):
-    """``clf.predict_proba(X)`` in chunks, with a progress bar for large inputs."""
+    """``clf.predict_proba(X)`` in chunks, with a progress bar (rich's, on
+    standard error: stdout may carry a CSV) for large inputs."""
     import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from sklearn.utils import _safe_indexing
 
     n = len(X)
-    bar = _Progress(n, what, enabled=n > _CHUNK if progress is None else progress)
+    shown = n > _CHUNK if progress is None else progress
     parts = []
-    for start in range(0, n, _CHUNK):
-        index = np.arange(start, min(start + _CHUNK, n))
-        parts.append(clf.predict_proba(_safe_indexing(X, index)))
-        bar.update(index[-1] + 1)
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn())
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=not shown or n == 0) as bar:
+        task = bar.add_task(what, total=n)
+        for start in range(0, n, _CHUNK):
+            index = np.arange(start, min(start + _CHUNK, n))
+            parts.append(clf.predict_proba(_safe_indexing(X, index)))
+            bar.update(task, completed=index[-1] + 1)
     return np.concatenate(parts) if parts else np.empty((0, len(clf.classes_)))
+
+
+def _labels(clf, proba):
+    """The predicted label of each row of ``proba``."""
+    import numpy as np
+
+    return clf.classes_[np.argmax(proba, axis=1)]
 
 
 def _load_model(path):
@@ -103,24 +100,16 @@ def _describe_data(y) -> str:
 
 
 def _image_files(inputs) -> list[str]:
-    """Files as given, folders walked recursively for image files, in order."""
-    from .decode import IMAGE_EXTENSIONS
+    """Files as given, folders searched recursively for image files, in order."""
+    from .scan import list_image_files
 
     files = []
     for item in inputs:
         if os.path.isdir(item):
-            found = []
-            for folder, dirs, names in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [
-                    os.path.join(folder, name)
-                    for name in names
-                    if not name.startswith(".")
-                    and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-                ]
+            found = list_image_files(item, recursive=True)
             if not found:
                 raise ValueError(f"No image files in the folder {item!r}.")
-            files += sorted(found)
+            files += found
         elif os.path.isfile(item):
             files.append(item)
         else:
@@ -155,7 +144,7 @@ def _evaluation_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
 
     from . import plot
 
-    pred = clf.classes_[np.argmax(proba, axis=1)]
+    pred = _labels(clf, proba)
     paths = []
     path = os.path.join(folder, "confusion_matrix.png")
     labels = np.unique(np.concatenate([clf.classes_, np.unique(y)]))
@@ -199,7 +188,7 @@ def _cmd_demo(args) -> int:
     )
     print(f"Trained {len(clf.history_['loss'])} epochs.")
     proba = clf.predict_proba(X_te)
-    print(classification_report(y_te, clf.classes_[np.argmax(proba, axis=1)], digits=3))
+    print(classification_report(y_te, _labels(clf, proba), digits=3))
     print(f"Test accuracy: {clf.score(X_te, y_te):.3f}")
     if args.out:
         clf.save(args.out)
@@ -287,30 +276,20 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    import numpy as np
 
-    from .pipeline import find_bad_files
+    from .scan import screen
 
     clf = _load_model(args.model)
-    files = _image_files(args.inputs)
-    _, bad = find_bad_files(np.array(files, dtype=object))
-    if bad:
-        for _, path, problem in bad:
-            print(f"imgclf: warning: skipped {path}: {problem}", file=sys.stderr)
-        skip = {i for i, _, _ in bad}
-        files = [f for i, f in enumerate(files) if i not in skip]
-        if not files:
-            raise ValueError("None of the given image files can be read.")
+    files = screen(_image_files(args.inputs), on_bad_file="skip", source="imgclf predict").paths
     proba = _predict_proba(clf, files, "predicting", progress=args.progress)
-    classes = clf.classes_
+    labels = _labels(clf, proba)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     header = ["path", "label", "probability"]
     if args.proba:
-        header += [f"proba_{label}" for label in classes]
+        header += [f"proba_{label}" for label in clf.classes_]
     writer.writerow(header)
-    for path, p in zip(files, proba, strict=True):
-        k = int(np.argmax(p))
-        row = [path, classes[k], f"{p[k]:.6f}"]
+    for path, label, p in zip(files, labels, proba, strict=True):
+        row = [path, label, f"{p.max():.6f}"]
         if args.proba:
             row += [f"{v:.6f}" for v in p]
         writer.writerow(row)
@@ -333,7 +312,7 @@ def _cmd_evaluate(args) -> int:
             file=sys.stderr,
         )
     proba = _predict_proba(clf, X, "predicting", progress=args.progress)
-    pred = clf.classes_[np.argmax(proba, axis=1)]
+    pred = _labels(clf, proba)
     print(classification_report(y, pred, digits=3, zero_division=0))
     print(f"Accuracy: {accuracy_score(y, pred):.3f}")
     folder = args.plots or os.path.splitext(args.model)[0] + "-evaluation"

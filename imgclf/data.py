@@ -3,8 +3,8 @@
 every scikit-learn splitter) takes.
 
 Each loader only finds ``(path, label)`` pairs; one core, :func:`_finish`,
-checks the files (the scan of :mod:`imgclf.decode`: header and end marker,
-no pixel decoding), drops or rejects the bad ones and builds the arrays.
+screens the files (:func:`imgclf.scan.screen`: header and end marker, no
+pixel decoding; bad ones left out or rejected) and builds the arrays.
 """
 
 from __future__ import annotations
@@ -16,42 +16,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .decode import IMAGE_EXTENSIONS
-from .exceptions import ImageFileError, InputError
-from .pipeline import _describe, find_bad_files
+from ._params import did_you_mean
+from .exceptions import InputError
+from .scan import IMAGE_EXTENSIONS, check_on_bad_file, list_image_files, screen
 
 _LIST_AT_MOST = 20
 
 
-def _is_hidden(name: str) -> bool:
-    # .DS_Store, ._resource forks, .ipynb_checkpoints; Thumbs.db and desktop.ini
-    # are not images by extension anyway.
-    return name.startswith(".")
-
-
-def _is_image_name(name: str) -> bool:
-    return not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _image_files(folder: str, recursive: bool) -> list[str]:
-    """Image files under ``folder``, sorted (by relative path) so the order is
-    the same on every machine and file system."""
-    found = []
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-            found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_name(f))
-    else:
-        with os.scandir(folder) as entries:
-            found = [e.path for e in entries if e.is_file() and _is_image_name(e.name)]
-    # Sorted by path components, so "a/x" < "a-b/x" as in a file browser, on any OS.
-    start = len(os.path.join(folder, ""))
-    return sorted(found, key=lambda p: p[start:].split(os.sep))
-
-
 def _subfolders(folder: str) -> list[str]:
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not _is_hidden(e.name))
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
 def _check_root(root, what: str) -> str:
@@ -63,14 +37,6 @@ def _check_root(root, what: str) -> str:
     return root
 
 
-def _check_on_bad_file(on_bad_file: str) -> None:
-    if on_bad_file not in ("skip", "error"):
-        raise InputError(
-            f"on_bad_file={on_bad_file!r}: expected 'skip' (leave unreadable files out, "
-            "with a warning naming them) or 'error' (raise, naming them)."
-        )
-
-
 def _finish(paths: list[str], labels: list, *, on_bad_file: str, source: str):
     """The core every loader ends in: check the files, then build ``(X, y)``."""
     if not paths:
@@ -78,26 +44,8 @@ def _finish(paths: list[str], labels: list, *, on_bad_file: str, source: str):
             f"{source} has no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
             "any case)."
         )
-    _, bad = find_bad_files(paths)
-    if bad:
-        if on_bad_file == "error" or len(bad) == len(paths):
-            raise ImageFileError(
-                f"{source}: {len(bad)} of {len(paths)} image files cannot be used:\n"
-                f"{_describe(bad)}\nRemove or fix them, or pass on_bad_file='skip' to "
-                "leave them out."
-            )
-        warnings.warn(
-            f"{source}: left out {len(bad)} of {len(paths)} image files that cannot be "
-            f"used:\n{_describe(bad)}",
-            UserWarning,
-            stacklevel=3,
-        )
-        drop = {i for i, _, _ in bad}
-        paths = [p for i, p in enumerate(paths) if i not in drop]
-        labels = [v for i, v in enumerate(labels) if i not in drop]
-    X = np.empty(len(paths), dtype=object)
-    X[:] = paths
-    return X, np.asarray(labels)
+    found = screen(paths, on_bad_file=on_bad_file, source=source)
+    return found.paths, np.asarray([labels[i] for i in found.keep])
 
 
 def load_folder(root, *, on_bad_file: str = "skip"):
@@ -140,22 +88,22 @@ def load_folder(root, *, on_bad_file: str = "skip"):
     >>> [os.path.relpath(p, root) for p in X], y.tolist()
     (['cat/1.png', 'dog/1.png'], ['cat', 'dog'])
     """
-    _check_on_bad_file(on_bad_file)
+    check_on_bad_file(on_bad_file)
     top = _check_root(root, "load_folder")
     folder = top
     # Kaggle archives unpack to root/<name>/<class>/...: descend while the
     # folder holds exactly one folder and no images of its own.
     while True:
         subs = _subfolders(folder)
-        if len(subs) != 1 or _image_files(folder, recursive=False):
+        if len(subs) != 1 or list_image_files(folder, recursive=False):
             break
         inner = os.path.join(folder, subs[0])
-        if _image_files(inner, recursive=False) or not _subfolders(inner):
+        if list_image_files(inner, recursive=False) or not _subfolders(inner):
             break
         folder = inner
     classes = _subfolders(folder)
     if not classes:
-        loose = len(_image_files(folder, recursive=False))
+        loose = len(list_image_files(folder, recursive=False))
         hint = (
             f" It holds {loose} images directly: use load_filenames if their names "
             "carry the label, or sort them into one folder per class."
@@ -168,7 +116,7 @@ def load_folder(root, *, on_bad_file: str = "skip"):
         )
     paths, labels = [], []
     for name in classes:
-        files = _image_files(os.path.join(folder, name), recursive=True)
+        files = list_image_files(os.path.join(folder, name), recursive=True)
         paths.extend(files)
         labels.extend([name] * len(files))
     return _finish(paths, labels, on_bad_file=on_bad_file, source=f"load_folder({top!r})")
@@ -187,11 +135,9 @@ def _pick_column(header: list[str], given, known: tuple, fallback: int, role: st
                 )
             return given
         if given not in header:
-            from ._validation import _did_you_mean
-
             raise InputError(
                 f"load_csv: {role}={given!r} is not a column of {path!r}"
-                f"{_did_you_mean(str(given), header)}; its columns are {header}."
+                f"{did_you_mean(str(given), header)}; its columns are {header}."
             )
         return header.index(given)
     lowered = [h.strip().lower() for h in header]
@@ -255,7 +201,7 @@ def load_csv(
     """
     import csv
 
-    _check_on_bad_file(on_bad_file)
+    check_on_bad_file(on_bad_file)
     if missing not in ("error", "skip"):
         raise InputError(f"load_csv: missing={missing!r}: expected 'error' or 'skip'.")
     path = os.fspath(path)
@@ -368,7 +314,7 @@ def load_filenames(
     >>> y.tolist()
     ['Elizabeth II', 'George VI']
     """
-    _check_on_bad_file(on_bad_file)
+    check_on_bad_file(on_bad_file)
     if (prefix_length is None) == (pattern is None):
         raise InputError(
             "load_filenames needs exactly one of prefix_length (e.g. 3 for 'eII0042.png' -> "
@@ -388,7 +334,7 @@ def load_filenames(
             ) from None
     folder = _check_root(root, "load_filenames")
     paths, labels, unmatched = [], [], []
-    for file in _image_files(folder, recursive=recursive):
+    for file in list_image_files(folder, recursive=recursive):
         name = os.path.basename(file)
         if regex is not None:
             match = regex.search(name)

@@ -1,5 +1,4 @@
-"""Reading image files: a cheap scan that finds bad files and picks a decoder,
-and the two decoders that run inside ``tf.data``.
+"""Decoding image files inside ``tf.data``.
 
 TensorFlow's own decoders are fast and release the GIL, so plain 8-bit JPEG
 and PNG files (nearly every real dataset) decode in the TensorFlow graph.
@@ -8,307 +7,42 @@ JPEG with an EXIF rotation, 16-bit / palette / grey+alpha PNG, BMP, GIF (first
 frame), TIFF, WebP. Both decoders hand the same thing to the rest of the
 pipeline: float32 pixels in 0-255 with 1 (grey), 2 (grey+alpha), 3 (RGB) or 4
 (RGBA) channels, which :func:`finish` flattens onto white and converts to the
-network's channels with the same formulas whichever decoder ran.
+network's channels with the same operations whichever decoder ran.
 
-The scan reads each file's header and its last few bytes (Pillow's
-``Image.open`` does not decode pixels), so it finds empty files, text saved
-under an image extension, images over the pixel limit and truncated JPEG /
-PNG / GIF files before any training starts. Results are cached per file
-(keyed on path, size and modification time), so cross-validation and grid
-search scan each file once.
+Which decoder a file needs is decided by the scan (:mod:`imgclf.scan`).
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import struct
-import threading
-import warnings
-from typing import NamedTuple
 
 import numpy as np
 
-# Which decoder a file needs.
-TF_JPEG, TF_PNG, PILLOW = 0, 1, 2
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
-
-# Pillow modes whose pixels are grey; everything else is treated as colour.
-_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-_PNG_END = b"IEND\xaeB`\x82"
-_JPEG_END = b"\xff\xd9"
-_GIF_END = b";"
-_END_MARKERS = {"JPEG": _JPEG_END, "MPO": _JPEG_END, "PNG": _PNG_END, "GIF": _GIF_END}
+from .scan import PILLOW, TF_JPEG, TF_PNG
 
 
-class FileInfo(NamedTuple):
-    """What the scan learnt about one file.
+# ------------------------------------------------------ pixel conversions
+# The one place images change channels or size, for arrays and files alike.
+def resize(tf, images, size):
+    """Resize ``(h, w, c)`` or ``(b, h, w, c)`` float images to ``size`` (bilinear,
+    antialiased when shrinking)."""
+    return tf.image.resize(images, size, method="bilinear", antialias=True)
 
-    ``decoder`` is ``TF_JPEG``, ``TF_PNG`` or ``PILLOW`` for a good file;
-    ``problem`` is a sentence saying what is wrong with a bad one (then
-    ``decoder`` is -1). ``channels`` is 1 for grey files, 3 for colour.
-    (A named tuple rather than a frozen dataclass: one is built per file,
-    and at tens of thousands of files its cheaper construction shows.)
+
+def convert(tf, batch, size, channels: int):
+    """Give a float32 batch ``(b, h, w, 1 or 3)`` ``channels`` and ``size``
+    (``None``: keep the size).
+
+    Grey from RGB uses ``tf.image.rgb_to_grayscale``'s weights; RGB from grey
+    repeats the channel.
     """
-
-    decoder: int
-    channels: int
-    problem: str | None = None
-    size: tuple[int, int] = (0, 0)  # (height, width)
-    alpha: bool = False  # known to carry transparency (PNG header)
-
-
-def max_pixels() -> int:
-    """The pixel limit: Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89 million).
-
-    Set ``PIL.Image.MAX_IMAGE_PIXELS`` to change it; files with more pixels
-    than that are treated as bad files (a decompression bomb).
-    """
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    return int(limit) if limit else 2**62
-
-
-def _bad(problem: str) -> FileInfo:
-    return FileInfo(decoder=-1, channels=0, problem=problem)
-
-
-def _fully_decodes(path: str) -> str | None:
-    """Decode with Pillow; return the error as text, or None if the image is whole."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as exc:  # noqa: BLE001 -- any decoder failure makes the file bad
-        return f"cannot be decoded ({exc})"
-    return None
-
-
-def _exif_orientation(exif: bytes) -> int | None:
-    """The orientation tag (0x0112) of an EXIF block (after ``Exif\\0\\0``); 1 when
-    absent, None when the block cannot be read here."""
-    try:
-        endian = {b"II": "<", b"MM": ">"}[exif[:2]]
-        (offset,) = struct.unpack(endian + "I", exif[4:8])
-        (count,) = struct.unpack(endian + "H", exif[offset : offset + 2])
-        for k in range(count):
-            entry = offset + 2 + 12 * k
-            (tag,) = struct.unpack(endian + "H", exif[entry : entry + 2])
-            if tag == 0x0112:
-                return struct.unpack(endian + "H", exif[entry + 8 : entry + 10])[0]
-    except (KeyError, struct.error):
-        return None
-    return 1
-
-
-def _jpeg_header(data: bytes, read) -> tuple[int, int, int, int, bool] | None:
-    """``(width, height, decoder, channels, alpha)`` from a JPEG's markers, or None for
-    anything unusual (Pillow then decides). ``read(n)`` supplies bytes past ``data``."""
-    pos, orientation = 2, 1
-    while True:
-        if pos + 10 > len(data):
-            more = read(max(4096, pos + 10 - len(data)))
-            if not more:
-                return None
-            data += more
-            continue
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker == 0xE1:
-            end = pos + 2 + length
-            if end > len(data):
-                data += read(end - len(data))
-            if data[pos + 4 : pos + 10] == b"Exif\x00\x00":
-                orientation = _exif_orientation(data[pos + 10 : end])
-                if orientation is None:
-                    return None
-        elif marker in (0xC0, 0xC1, 0xC2):  # baseline, extended, progressive
-            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
-            if precision != 8 or components not in (1, 3, 4):
-                return None
-            channels = 1 if components == 1 else 3
-            if components == 4 or orientation != 1:
-                return width, height, PILLOW, channels, False  # CMYK, or EXIF rotation
-            return width, height, TF_JPEG, channels, False
-        elif 0xC3 <= marker <= 0xCF or marker == 0xDA:
-            return None  # lossless / arithmetic coding, or scan data before a frame
-        pos += 2 + length
-
-
-def _png_header(data: bytes) -> tuple[int, int, int, int, bool] | None:
-    if len(data) < 26 or data[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    if colour not in (0, 2, 3, 4, 6) or depth not in (1, 2, 4, 8, 16):
-        return None
-    channels = 1 if colour in (0, 4) else 3
-    # TensorFlow decodes 8-bit grey, RGB and RGBA; palette, grey+alpha and
-    # 16-bit go through Pillow so each case is handled one way.
-    decoder = TF_PNG if depth == 8 and colour in (0, 2, 6) else PILLOW
-    return width, height, decoder, channels, colour in (4, 6)
-
-
-def _fast_header(data: bytes, read) -> tuple | None:
-    """Parse JPEG and PNG headers directly (several times faster than Pillow's
-    ``Image.open``, which matters at tens of thousands of files)."""
-    if data[:3] == b"\xff\xd8\xff":
-        found = _jpeg_header(data, read)
-        return None if found is None else ("JPEG", *found)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        found = _png_header(data)
-        return None if found is None else ("PNG", *found)
-    return None
-
-
-def _pillow_header(path: str, size: int) -> tuple | FileInfo:
-    """``(format, width, height, decoder, channels, alpha)`` from Pillow, or a bad FileInfo."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            # The limit is checked by the caller against the same number, as an
-            # error for every file rather than a warning for some.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                fmt, mode, (width, height) = im.format, im.mode, im.size
-    except UnidentifiedImageError:
-        return _bad(
-            f"is not an image ({size} bytes that no image format recognises; "
-            "a text or other file saved with an image extension?)"
-        )
-    except Image.DecompressionBombError as exc:
-        return _bad(f"is too large to decode safely ({exc})")
-    except Exception as exc:  # noqa: BLE001 -- a broken header, whatever the format
-        return _bad(f"has a broken header ({exc})")
-    return fmt, width, height, PILLOW, 1 if mode in _GREY_MODES else 3, "A" in mode
-
-
-def inspect_file(path: str) -> FileInfo:
-    """Scan one file: decide its decoder and channels, or say why it is bad."""
-    return _inspect(path, max_pixels())[1]
-
-
-def _inspect(path: str, limit: int) -> tuple[tuple[int, int] | None, FileInfo]:
-    """``(cache key, FileInfo)`` for one file, with one open and one ``fstat``.
-
-    Raw ``os`` calls, not ``open()``: a buffered file object costs more system
-    calls and objects than reading a few kilobytes needs, and at tens of
-    thousands of files the scan is what a user waits for before training.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        return None, _bad("does not exist")
-    except IsADirectoryError:
-        return None, _bad("is a folder, not an image file")
-    except OSError as exc:
-        return None, _bad(f"cannot be read ({exc.strerror or exc})")
-    try:
-        st = os.fstat(fd)
-        key = (st.st_size, st.st_mtime_ns)
-        if stat.S_ISDIR(st.st_mode):
-            return key, _bad("is a folder, not an image file")
-        size = st.st_size
-        if size == 0:
-            return key, _bad("is empty (0 bytes)")
-        head = os.read(fd, 4096)
-        if size > len(head):
-            os.lseek(fd, size - 16, os.SEEK_SET)
-            tail = os.read(fd, 16)
-            os.lseek(fd, len(head), os.SEEK_SET)
-        else:
-            tail = head[-16:]
-        found = _fast_header(head, lambda n: os.read(fd, n))
-    except OSError as exc:
-        return None, _bad(f"cannot be read ({exc.strerror or exc})")
-    finally:
-        os.close(fd)
-    return key, _check_header(path, size, tail, found, limit)
-
-
-def _check_header(path: str, size: int, tail: bytes, found, limit: int) -> FileInfo:
-    if found is None:
-        found = _pillow_header(path, size)
-        if isinstance(found, FileInfo):
-            return found
-    fmt, width, height, decoder, channels, alpha = found
-    if width * height > limit:
-        return _bad(
-            f"has {width} x {height} = {width * height:,} pixels, over the limit of "
-            f"{limit:,} (a decompression bomb?); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
-        )
-    if width == 0 or height == 0:
-        return _bad(f"has no pixels ({width} x {height})")
-    # A cut-off download or copy loses the end marker. Files with extra bytes
-    # after it are legal, so a missing marker triggers a full decode to decide.
-    end_marker = _END_MARKERS.get(fmt)
-    if end_marker is not None and end_marker not in tail:
-        problem = _fully_decodes(path)
-        if problem is not None:
-            return _bad(f"is truncated or corrupt: {problem}")
-    return FileInfo(decoder, channels, None, (height, width), alpha)
-
-
-# path -> ((size, mtime_ns), FileInfo). Bounded so a long session cannot grow
-# it without limit; cleared wholesale when full (a rescan is cheap).
-_SCAN_CACHE: dict[str, tuple[tuple[int, int], FileInfo]] = {}
-_SCAN_CACHE_MAX = 2_000_000
-_SCAN_LOCK = threading.Lock()
-
-
-def _stat_key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-def scan_files(paths) -> list[FileInfo]:
-    """Scan every path; results are cached per path, size and modification time.
-
-    A file seen before costs one ``stat``; a new one, one open and no separate
-    ``stat``. One thread: the work is mostly Python holding the GIL, and a
-    thread pool measured slower.
-    """
-    limit = max_pixels()
-    cache = _SCAN_CACHE
-    out, new = [], []
-    for p in paths:
-        p = str(p)
-        hit = cache.get(p)
-        if hit is not None and hit[0] == _stat_key(p):
-            out.append(hit[1])
-            continue
-        key, info = _inspect(p, limit)
-        out.append(info)
-        if key is not None:
-            new.append((p, (key, info)))
-    if new:
-        with _SCAN_LOCK:
-            if len(cache) + len(new) > _SCAN_CACHE_MAX:
-                cache.clear()
-            cache.update(new)
-    return out
-
-
-def clear_scan_cache() -> None:
-    """Forget every scanned file (they are rescanned on next use)."""
-    with _SCAN_LOCK:
-        _SCAN_CACHE.clear()
+    if batch.shape[-1] == 1 and channels == 3:
+        batch = tf.image.grayscale_to_rgb(batch)
+    elif batch.shape[-1] == 3 and channels == 1:
+        batch = tf.image.rgb_to_grayscale(batch)
+    if size is not None and tuple(batch.shape[1:3]) != tuple(size):
+        batch = resize(tf, batch, size)
+    return batch
 
 
 # ----------------------------------------------------------------- decoders
@@ -361,24 +95,22 @@ def finish(tf, image, channels: int, size):
         return image[..., :-1] * alpha + 255.0 * (1.0 - alpha)
 
     image = tf.cond(tf.equal(c % 2, 0), over_white, lambda: image)
+    # The channel count is only known per file: convert a batch of one.
     c = tf.shape(image)[-1]
-    if channels == 3:
-        image = tf.cond(tf.equal(c, 1), lambda: tf.tile(image, [1, 1, 3]), lambda: image)
-    else:
-        weights = tf.constant([0.2989, 0.5870, 0.1140], tf.float32)
-        image = tf.cond(
-            tf.equal(c, 3),
-            lambda: tf.reduce_sum(image * weights, axis=-1, keepdims=True),
-            lambda: image,
-        )
+    image = tf.ensure_shape(image, (None, None, None))
+
+    def as_rgb():
+        return convert(tf, tf.ensure_shape(image, (None, None, 1))[None], None, 3)[0]
+
+    def as_grey():
+        return convert(tf, tf.ensure_shape(image, (None, None, 3))[None], None, 1)[0]
+
+    wrong = tf.not_equal(c, channels)
+    image = tf.cond(wrong, as_rgb if channels == 3 else as_grey, lambda: image)
     image = tf.ensure_shape(image, (None, None, channels))
     hw = tf.shape(image)[:2]
     same = tf.reduce_all(tf.equal(hw, tf.constant(size, tf.int32)))
-    image = tf.cond(
-        same,
-        lambda: image,
-        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
-    )
+    image = tf.cond(same, lambda: image, lambda: resize(tf, image, size))
     image.set_shape((*size, channels))
     return image
 
@@ -449,7 +181,7 @@ def decode_fns(tf, infos, channels: int, size):
         def batch_tail(batch):
             batch = tf.cast(batch, tf.float32)
             if shared != tuple(size):
-                batch = tf.image.resize(batch, size, method="bilinear", antialias=True)
+                batch = resize(tf, batch, size)
             batch.set_shape((None, *size, channels))
             return batch
 
@@ -457,7 +189,7 @@ def decode_fns(tf, infos, channels: int, size):
 
     def mixed_sizes(path, kind):
         image = tf.cast(read(path, kind), tf.float32)
-        image = tf.image.resize(image, size, method="bilinear", antialias=True)
+        image = resize(tf, image, size)
         image.set_shape((*size, channels))
         return image
 

@@ -1,4 +1,5 @@
-"""Saving and loading fitted estimators as one file, atomically."""
+"""Saving and loading fitted estimators as one file, atomically, and the
+network <-> bytes conversion that pickling and copying use."""
 
 from __future__ import annotations
 
@@ -6,6 +7,31 @@ import os
 import tempfile
 
 import joblib
+
+from ._backend import get_keras
+
+
+def model_to_bytes(model) -> bytes:
+    """The ``.keras`` archive of ``model``, as bytes."""
+    fd, path = tempfile.mkstemp(suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(path)
+
+
+def model_from_bytes(data: bytes):
+    """The network held by ``.keras`` archive bytes (from :func:`model_to_bytes`)."""
+    fd, path = tempfile.mkstemp(suffix=".keras")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return get_keras().models.load_model(path)
+    finally:
+        os.unlink(path)
 
 
 def save(estimator, path) -> None:
@@ -49,8 +75,6 @@ def load(path):
     True
     >>> tmp.cleanup()
     """
-    from ._base import BaseImageClassifier
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No saved model at {path!r}.")
@@ -60,6 +84,6 @@ def load(path):
         raise ValueError(
             f"{path!r} is not a model saved by imgclf (or it is damaged): {exc}"
         ) from exc
-    if not isinstance(obj, BaseImageClassifier):
+    if not getattr(obj, "_imgclf_estimator", False):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not an imgclf classifier.")
     return obj

@@ -20,97 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 
 import numpy as np
 
 from . import decode
 from ._backend import get_tf
 from ._validation import Images
-from .exceptions import ImageFileError, InputError
-
-# Bad files listed in full in a message; more are counted.
-_LIST_AT_MOST = 20
+from .scan import scan_files, stat_key
 
 
 def _needs_conversion(array: np.ndarray, size, channels: int) -> bool:
     return tuple(array.shape[1:3]) != tuple(size) or array.shape[-1] != channels
-
-
-def _convert_batch(tf, batch, size, channels):
-    """Resize and fix channels of a float32 batch ``(b, h, w, c)``."""
-    if batch.shape[-1] == 1 and channels == 3:
-        batch = tf.image.grayscale_to_rgb(batch)
-    elif batch.shape[-1] == 3 and channels == 1:
-        batch = tf.image.rgb_to_grayscale(batch)
-    if tuple(batch.shape[1:3]) != tuple(size):
-        batch = tf.image.resize(batch, size, method="bilinear", antialias=True)
-    return batch
-
-
-# ------------------------------------------------------------------ bad files
-def _describe(bad: list[tuple[int, str, str]]) -> str:
-    lines = [f"  - {path!r} (sample {i}) {problem}" for i, path, problem in bad[:_LIST_AT_MOST]]
-    if len(bad) > _LIST_AT_MOST:
-        lines.append(f"  ... and {len(bad) - _LIST_AT_MOST} more")
-    return "\n".join(lines)
-
-
-def find_bad_files(paths) -> tuple[list[decode.FileInfo], list[tuple[int, str, str]]]:
-    """Scan ``paths``; return every file's info and ``(index, path, problem)`` of the bad ones."""
-    infos = decode.scan_files(paths)
-    bad = [
-        (i, str(p), f.problem)
-        for i, (p, f) in enumerate(zip(paths, infos, strict=True))
-        if f.problem
-    ]
-    return infos, bad
-
-
-def screen_paths(images: Images, y, *, on_bad_file: str, owner: str):
-    """Drop or reject bad files before training.
-
-    ``on_bad_file="skip"`` drops them (and their labels) with one warning that
-    names each; ``"error"`` raises :class:`ImageFileError` naming each.
-    """
-    if on_bad_file not in ("skip", "error"):
-        raise InputError(
-            f"on_bad_file={on_bad_file!r}: expected 'skip' (drop bad image files with a "
-            "warning) or 'error' (raise on the first fit that meets one)."
-        )
-    _, bad = find_bad_files(images.paths)
-    if not bad:
-        return images, y
-    if on_bad_file == "error" or len(bad) == len(images):
-        why = (
-            "none of the files can be used"
-            if len(bad) == len(images)
-            else "pass on_bad_file='skip' to train without them, or remove or fix them"
-        )
-        raise ImageFileError(
-            f"{owner} cannot read {len(bad)} of {len(images)} image files:\n"
-            f"{_describe(bad)}\n{why}."
-        )
-    warnings.warn(
-        f"{owner} skipped {len(bad)} of {len(images)} image files that cannot be used "
-        f"(on_bad_file='skip'):\n{_describe(bad)}",
-        UserWarning,
-        stacklevel=3,
-    )
-    keep = np.ones(len(images), dtype=bool)
-    keep[[i for i, _, _ in bad]] = False
-    return images.subset(np.flatnonzero(keep)), y[keep]
-
-
-def infer_path_channels(paths, sample: int | None = None) -> int:
-    """1 if every readable file is greyscale, else 3 (``color_mode="auto"``).
-
-    ``sample`` limits the check to the first files; by default every file is
-    looked at (the scan is cached and fit scans them anyway).
-    """
-    paths = paths if sample is None else paths[:sample]
-    infos = decode.scan_files(paths)
-    return 3 if any(f.channels == 3 for f in infos if f.problem is None) else 1
 
 
 # ---------------------------------------------------------------- datasets
@@ -168,7 +88,7 @@ def _cache_file(folder, paths, size, channels) -> str:
     digest = hashlib.sha256(f"imgclf-cache-v1 {tuple(size)} {channels}".encode())
     for p in paths:
         digest.update(os.fsencode(os.path.abspath(p)))
-        digest.update(repr(decode._stat_key(p)).encode())
+        digest.update(repr(stat_key(p)).encode())
     return os.path.join(os.fspath(folder), f"imgclf-{digest.hexdigest()[:24]}.npy")
 
 
@@ -232,14 +152,8 @@ def make_dataset(
     tf = get_tf()
     n = len(images)
     if images.paths is not None:
-        infos, bad = find_bad_files(images.paths)
-        if bad:
-            # fit has screened its files already; here a file is bad at
-            # prediction (one answer is owed per sample) or changed since.
-            raise ImageFileError(
-                f"Cannot read {len(bad)} of {n} image files:\n{_describe(bad)}\n"
-                "Remove or fix them (imgclf.load_folder and friends skip such files)."
-            )
+        # Screened samples carry their scan; scanning here serves direct callers.
+        infos = images.infos if images.infos is not None else scan_files(images.paths)
         if cache is not None and y is not None:
             pixels = _cached_pixels(tf, cache, images.paths, infos, size, channels, batch_size)
             if cache == "memory":
@@ -260,7 +174,7 @@ def make_dataset(
 
         def load(idx):
             batch = tf.cast(tf.gather(data, idx), tf.float32)
-            return _convert_batch(tf, batch, size, channels)
+            return decode.convert(tf, batch, size, channels)
 
         ds = order.batch(batch_size).map(
             lambda idx: (load(idx),) if labels is None else (load(idx), tf.gather(labels, idx)),

@@ -1,5 +1,7 @@
 """Pictures of a fitted classifier: learning curves, confusion matrix, the worst
-mistakes, and Grad-CAM heat maps.
+mistakes, and Grad-CAM heat maps. Drawing only: what is drawn is computed in
+:mod:`imgclf.explain` (whose :func:`top_losses` and :func:`grad_cam` are also
+importable from here).
 
 matplotlib is an optional dependency (``pip install "imgclf[plot]"``). Every
 function builds a :class:`matplotlib.figure.Figure` without pyplot, draws it
@@ -16,7 +18,9 @@ import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import class_index
 from .exceptions import InputError
+from .explain import grad_cam, top_losses
 
 # History keys that are not per-epoch metrics to draw as curves.
 _NOT_CURVES = {"stage", "learning_rate", "lr"}
@@ -187,62 +191,11 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, normalize=None, path=N
 
 
 # ----------------------------------------------------------------- top losses
-def _model_inputs(estimator, X) -> np.ndarray:
-    """``X`` as the network sees it: float32 ``(n, h, w, c)`` in raw pixel units."""
-    from ._validation import check_images
-
-    images = check_images(estimator, X, reset=False)
-    kwargs = estimator._inputs(images)
-    x = kwargs["x"]
-    if isinstance(x, np.ndarray):
-        return x.astype(np.float32)
-    return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
-
-
 def _for_display(estimator, images: np.ndarray) -> np.ndarray:
     """Raw pixel units to 0-1, channel axis dropped for greyscale."""
     low, high = estimator.input_range_
     shown = np.clip((images - low) / ((high - low) or 1.0), 0, 1)
     return shown[..., 0] if shown.shape[-1] == 1 else shown
-
-
-def top_losses(estimator, X, y, *, n: int = 16, proba=None):
-    """Indices of the ``n`` samples with the highest loss, worst first.
-
-    The loss is the cross-entropy ``-log p(true class)``; a label the model
-    was never fitted on counts as probability 0.
-
-    Returns
-    -------
-    index : ndarray of int
-        Positions in ``X`` / ``y``.
-    losses : ndarray of float
-        Their losses.
-    proba : ndarray of shape (len(X), n_classes)
-        ``predict_proba(X)`` (the given ``proba`` if passed).
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from imgclf import CNNClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
-    >>> from imgclf.plot import top_losses
-    >>> index, losses, proba = top_losses(clf, X[100:150], y[100:150], n=5)
-    >>> index.shape, proba.shape, bool(losses[0] >= losses[-1])
-    ((5,), (50, 10), True)
-    """
-    check_is_fitted(estimator)
-    y = np.asarray(y)
-    proba = estimator.predict_proba(X) if proba is None else np.asarray(proba)
-    if len(proba) != len(y):
-        raise InputError(f"X/proba has {len(proba)} samples but y has {len(y)}.")
-    position = {label: i for i, label in enumerate(estimator.classes_.tolist())}
-    true_idx = np.array([position.get(label, -1) for label in y.tolist()])
-    p_true = np.where(true_idx >= 0, proba[np.arange(len(y)), np.maximum(true_idx, 0)], 0.0)
-    losses = -np.log(np.maximum(p_true, 1e-12))
-    order = np.argsort(-losses, kind="stable")[:n]
-    return order, losses[order], proba
 
 
 def plot_top_losses(
@@ -284,16 +237,17 @@ def plot_top_losses(
     """
     index, losses, proba = top_losses(estimator, X, y, n=n, proba=proba)
     y = np.asarray(y)
-    images = _for_display(estimator, _model_inputs(estimator, _safe_indexing(X, index)))
+    images = _for_display(estimator, estimator.network_input(_safe_indexing(X, index)))
     ncols = ncols or max(1, math.ceil(math.sqrt(len(index))))
     nrows = max(1, math.ceil(len(index) / ncols))
     fig = _figure(2.3 * ncols, 2.6 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     classes = estimator.classes_.tolist()
-    for ax, i, loss, image in zip(axes, index, losses, images, strict=False):
+    true_columns = class_index(estimator.classes_, y[index])
+    for ax, i, column, loss, image in zip(axes, index, true_columns, losses, images, strict=False):
         pred = int(np.argmax(proba[i]))
         true_label = y[i]
-        p_true = proba[i, classes.index(true_label)] if true_label in classes else 0.0
+        p_true = proba[i, column] if column >= 0 else 0.0
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
         wrong = classes[pred] != true_label
         ax.set_title(
@@ -309,198 +263,6 @@ def plot_top_losses(
 
 
 # -------------------------------------------------------------------- Grad-CAM
-def _outer_output(layer):
-    """The tensor a layer produced in the model that contains it. For a nested
-    model, ``layer.output`` is its own inner output, not the outer graph's."""
-    return layer._inbound_nodes[0].output_tensors[0]
-
-
-def _outer_input(layer):
-    return layer._inbound_nodes[0].input_tensors[0]
-
-
-def _is_nested(layer) -> bool:
-    return hasattr(layer, "layers") and hasattr(layer, "inputs")
-
-
-def _is_conv(layer) -> bool:
-    return "Conv" in type(layer).__name__ or (
-        _is_nested(layer) and any(_is_conv(inner) for inner in layer.layers)
-    )
-
-
-def _rank4(layer, nested_outer: bool = True) -> bool:
-    try:
-        tensor = _outer_output(layer) if nested_outer and _is_nested(layer) else layer.output
-    except (AttributeError, IndexError, ValueError):
-        return False
-    return len(tensor.shape) == 4
-
-
-def _last_feature_layer(layers):
-    """The last layer with a 4-D output after a convolution (so not the input
-    scaling or augmentation): the last conv block's activated output, where
-    Grad-CAM is usually taken."""
-    seen_conv = [i for i, layer in enumerate(layers) if _is_conv(layer)]
-    if not seen_conv:
-        return None
-    for layer in reversed(layers[seen_conv[0] :]):
-        if _rank4(layer):
-            return layer
-    return None
-
-
-def _find_target(model, layer):
-    """Return ``(outer, inner)``: the top-level layer, and the layer inside it
-    when it is a nested model (a backbone) and the feature map is inside."""
-    if isinstance(layer, str):
-        for outer in model.layers:
-            if outer.name == layer:
-                return outer, None
-        for outer in model.layers:
-            if _is_nested(outer):
-                try:
-                    return outer, outer.get_layer(layer)
-                except ValueError:
-                    continue
-        raise InputError(
-            f"Grad-CAM layer {layer!r} is not in the model; its layers are "
-            f"{[item.name for item in model.layers]}."
-        )
-    # Walking back from the output, the first convolutional block met is the
-    # last one: a nested backbone (possibly with its own pooling inside, then
-    # the feature map is looked for within it), or a flat layer with a 4-D
-    # output that has a convolution at or before it. A frozen 1x1 convolution
-    # that only scales pixels before a backbone is never reached first.
-    layers = model.layers
-    for k in range(len(layers) - 1, -1, -1):
-        candidate = layers[k]
-        if _is_nested(candidate) and _is_conv(candidate):
-            if _rank4(candidate):
-                return candidate, None
-            inner = _last_feature_layer(candidate.layers)
-            if inner is not None:
-                return candidate, inner
-        elif _rank4(candidate) and any(_is_conv(before) for before in layers[: k + 1]):
-            return candidate, None
-    raise InputError(
-        "Grad-CAM needs a convolutional layer, and the model has none with a 4-D output. "
-        "Pass layer='name' to choose one."
-    )
-
-
-def _gradcam_parts(model, layer):
-    """Functions ``x -> (feature map, class scores)`` the tape can watch."""
-    from ._backend import get_keras
-
-    keras = get_keras()
-    outer, inner = _find_target(model, layer)
-    last = model.layers[-1]
-    softmax_dense = (
-        isinstance(last, keras.layers.Dense)
-        and getattr(last.activation, "__name__", "") == "softmax"
-    )
-    # Scores before the softmax: the gradient of a saturated probability vanishes.
-    head = last.input if softmax_dense else model.outputs[0]
-
-    def scores(h):
-        # (logits, probabilities)
-        if softmax_dense:
-            logits = h @ last.kernel + last.bias
-            return logits, keras.ops.softmax(logits)
-        return h, h
-
-    if inner is None:
-        feature = _outer_output(outer) if _is_nested(outer) else outer.output
-        both = keras.Model(model.inputs, [feature, head])
-
-        def run(x):
-            feats, h = both(x, training=False)
-            return (feats, *scores(h))
-
-        return run, outer.name
-
-    before = keras.Model(model.inputs, _outer_input(outer))
-    inside = keras.Model(outer.inputs, [inner.output, outer.outputs[0]])
-    between = _outer_output(outer)
-    # The backbone may feed the classifier directly (its own pooling inside).
-    after = (lambda t, training: t) if between is head else keras.Model(between, head)
-
-    def run(x):
-        feats, out = inside(before(x, training=False), training=False)
-        return (feats, *scores(after(out, training=False)))
-
-    return run, f"{outer.name}/{inner.name}"
-
-
-def grad_cam(estimator, X, *, layer=None, class_index=None, batch_size: int = 32):
-    """Grad-CAM heat maps: where in each image the evidence for a class lies.
-
-    Parameters
-    ----------
-    estimator : fitted imgclf classifier
-        A :class:`imgclf.CNNClassifier` or :class:`imgclf.TransferClassifier`
-        (whose backbone is a model nested in ``model_``).
-    X : images or paths
-        As accepted by ``estimator.predict``.
-    layer : str, optional
-        Name of the layer whose feature map is used, at the top level of
-        ``estimator.model_`` or inside its backbone. By default the last
-        convolutional feature map.
-    class_index : int or array of int, optional
-        Column of ``classes_`` to explain per image; by default the predicted class.
-    batch_size : int, default=32
-
-    Returns
-    -------
-    heatmaps : ndarray of shape (n, height, width)
-        Values in 0-1 at ``estimator.image_size_``.
-    proba : ndarray of shape (n, n_classes)
-        The model's probabilities for the same images.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from imgclf import CNNClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X[:100], y[:100])
-    >>> from imgclf.plot import grad_cam
-    >>> heatmaps, proba = grad_cam(clf, X[:3])
-    >>> heatmaps.shape, proba.shape
-    ((3, 8, 8), (3, 10))
-    >>> bool(heatmaps.min() >= 0 and heatmaps.max() <= 1)
-    True
-    """
-    check_is_fitted(estimator)
-    from ._backend import get_tf
-
-    tf = get_tf()
-    images = _model_inputs(estimator, X)
-    run, _ = _gradcam_parts(estimator.model_, layer)
-    maps, probas = [], []
-    for start in range(0, len(images), batch_size):
-        x = tf.constant(images[start : start + batch_size])
-        with tf.GradientTape() as tape:
-            feats, logits, proba = run(x)
-            chosen = (
-                tf.argmax(logits, axis=1)
-                if class_index is None
-                else tf.constant(
-                    np.broadcast_to(class_index, len(images))[start : start + len(x)],
-                    tf.int64,
-                )
-            )
-            score = tf.gather(logits, chosen, axis=1, batch_dims=1)
-        grads = tape.gradient(score, feats)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1))[..., None]
-        cam = tf.image.resize(cam, estimator.image_size_, method="bilinear")[..., 0]
-        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        maps.append((cam / tf.maximum(peak, 1e-12)).numpy())
-        probas.append(np.asarray(proba))
-    return np.concatenate(maps), np.concatenate(probas).astype(np.float64)
-
-
 def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, path=None):
     """Each image beside its Grad-CAM heat map overlay, titled with the prediction.
 
@@ -510,7 +272,7 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
     X : images or paths
         A handful of images (each takes one cell pair).
     layer : str, optional
-        See :func:`grad_cam`.
+        See :func:`imgclf.explain.grad_cam`.
     alpha : float, default=0.45
         Opacity of the heat map over the image.
     ncols : int, optional
@@ -534,7 +296,7 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
     4
     """
     heat, proba = grad_cam(estimator, X, layer=layer)
-    images = _for_display(estimator, _model_inputs(estimator, X))
+    images = _for_display(estimator, estimator.network_input(X))
     ncols = ncols or min(4, len(images))
     nrows = max(1, math.ceil(len(images) / ncols))
     fig = _figure(4.2 * ncols, 2.3 * nrows)

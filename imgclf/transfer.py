@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 
 import numpy as np
 
 from ._backend import get_keras, get_tf
-from ._base import BaseImageClassifier, _model_from_bytes, _model_to_bytes
-from ._validation import _is_int, image_size_tuple
+from ._base import DROPOUT, BaseImageClassifier
+from ._params import NONE, PATH, Integer, Number, Options, Rule, param
+from ._validation import image_size_tuple
 from .backbones import (
     BACKBONES,
     Backbone,
@@ -21,6 +21,7 @@ from .backbones import (
     unknown_backbone_message,
 )
 from .exceptions import InputError
+from .persist import model_from_bytes, model_to_bytes
 
 
 class TransferClassifier(BaseImageClassifier):
@@ -209,75 +210,58 @@ class TransferClassifier(BaseImageClassifier):
         self.fine_tune_learning_rate = fine_tune_learning_rate
 
     # ------------------------------------------------------------ parameters
+    _parameter_rules = {
+        **BaseImageClassifier._parameter_rules,
+        "backbone": param(
+            Rule(lambda v: isinstance(v, (str, os.PathLike)) or _is_keras_model(v), ""),
+            expected="a backbone name such as 'mobilenet_v2', the path of a .keras model, "
+            "or a keras.Model",
+            check=lambda v: None if _is_keras_model(v) else _backbone_problem(os.fspath(v)),
+        ),
+        "weights": param(
+            Options("imagenet"),
+            NONE,
+            PATH,
+            expected="'imagenet', None or a weights file path",
+            check=lambda v: (
+                None
+                if v in (None, "imagenet") or os.path.isfile(os.fspath(v))
+                else "no such file. Pass 'imagenet', None (random initialisation) or the path of "
+                "an existing weights file."
+            ),
+        ),
+        "dropout": DROPOUT,
+        "fine_tune_epochs": param(Integer(0), expected="an integer >= 0 (0 skips fine-tuning)"),
+        "fine_tune_layers": param(
+            Integer(1),
+            Rule(lambda v: isinstance(v, float) and 0 < v <= 1, ""),
+            expected="an integer >= 1 (layers from the top) or a fraction in (0, 1] "
+            "(1.0 unfreezes all)",
+        ),
+        "fine_tune_learning_rate": param(
+            NONE,
+            Number(0, closed="neither"),
+            expected="None (learning_rate / 10) or a number > 0",
+        ),
+    }
+
     def _named(self) -> Backbone | None:
         """The registry entry, or None when ``backbone`` is the user's network."""
         if isinstance(self.backbone, str) and not _looks_like_path(self.backbone):
             return BACKBONES.get(self.backbone.lower().replace("-", "_"))
         return None
 
-    def _check_own_params(self) -> list[str]:
-        errors = []
-        keras_model = _is_keras_model(self.backbone)
-        if isinstance(self.backbone, (str, os.PathLike)) and not keras_model:
-            value = os.fspath(self.backbone)
-            if _looks_like_path(value):
-                if not os.path.isfile(value):
-                    errors.append(
-                        f"backbone={value!r}: no such file. Pass an existing .keras file."
-                    )
-                elif not value.endswith(".keras"):
-                    errors.append(
-                        f"backbone={value!r}: expected a model saved with model.save('....keras'); "
-                        "for a weights file of a named backbone use weights=... instead."
-                    )
-            elif self._named() is None:
-                errors.append(f"backbone={value!r}: {unknown_backbone_message(value)}")
-        elif not keras_model:
-            errors.append(
-                f"backbone={self.backbone!r}: expected a backbone name such as 'mobilenet_v2', "
-                "the path of a .keras model, or a keras.Model."
-            )
-        w = self.weights
-        if w is not None and w != "imagenet":
-            if not isinstance(w, (str, os.PathLike)):
-                errors.append(f"weights={w!r}: expected 'imagenet', None or a weights file path.")
-            elif not os.path.isfile(os.fspath(w)):
-                errors.append(
-                    f"weights={os.fspath(w)!r}: no such file. Pass 'imagenet', None (random "
-                    "initialisation) or the path of an existing weights file."
-                )
+    def _check_params_together(self) -> list[str]:
         named = self._named()
-        size = image_size_tuple(self.image_size) if _valid_size(self.image_size) else None
+        size = image_size_tuple(self.image_size)
         if named is not None and size is not None and min(size) < named.min_size:
-            errors.append(
+            return [
                 f"image_size={self.image_size!r}: backbone {named.name!r} takes images of at "
                 f"least {named.min_size}x{named.min_size} px. Pass image_size >= "
                 f"{named.min_size}, or None for its default {named.default_size}; small "
                 "images are upscaled."
-            )
-        if not _is_rate(self.dropout):
-            errors.append(f"dropout={self.dropout!r}: expected a number in [0, 1).")
-        if not _is_int(self.fine_tune_epochs, 0):
-            errors.append(
-                f"fine_tune_epochs={self.fine_tune_epochs!r}: expected an integer >= 0 "
-                "(0 skips fine-tuning)."
-            )
-        ftl = self.fine_tune_layers
-        is_fraction = isinstance(ftl, float) and 0 < ftl <= 1
-        if not (_is_int(ftl, 1) or is_fraction):
-            errors.append(
-                f"fine_tune_layers={ftl!r}: expected an integer >= 1 (layers from the top) "
-                "or a fraction in (0, 1] (1.0 unfreezes all)."
-            )
-        lr = self.fine_tune_learning_rate
-        if lr is not None and (
-            isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0
-        ):
-            errors.append(
-                f"fine_tune_learning_rate={lr!r}: expected None (learning_rate / 10) or a "
-                "number > 0."
-            )
-        return errors
+            ]
+        return []
 
     # ----------------------------------------------------------- input spec
     def fit(self, X, y):
@@ -368,9 +352,13 @@ class TransferClassifier(BaseImageClassifier):
                 f"backbone output has shape {features.shape}; expected a feature map "
                 "(None, h, w, c) or a feature vector (None, d)."
             )
-        if self.dropout:
-            features = layers.Dropout(self.dropout, name="dropout")(features)
-        return layers.Dense(n_classes, activation="softmax", name="classifier")(features)
+        return _apply(self._head_layers(n_classes), features)
+
+    def _head_layers(self, n_classes: int) -> list:
+        """The new head on the pooled features: dropout and a softmax layer."""
+        layers = get_keras().layers
+        head = [layers.Dropout(self.dropout, name="dropout")] if self.dropout else []
+        return [*head, layers.Dense(n_classes, activation="softmax", name="classifier")]
 
     def _named_backbone(self, named: Backbone):
         keras = get_keras()
@@ -402,7 +390,7 @@ class TransferClassifier(BaseImageClassifier):
         if self.weights is None:
             net = keras.models.clone_model(source)  # same architecture, fresh weights
         elif _is_keras_model(self.backbone):
-            net = _model_from_bytes(_model_to_bytes(source))  # never train the user's object
+            net = model_from_bytes(model_to_bytes(source))  # never train the user's object
         else:
             net = source  # loaded from the file for this fit: already a private copy
         if self.weights not in (None, "imagenet"):
@@ -410,28 +398,33 @@ class TransferClassifier(BaseImageClassifier):
         return keras.Model(net.inputs[0], feature_tensor(net), name="backbone")
 
     # -------------------------------------------------------------- training
-    def _fit_network(self, model, fit_kwargs: dict, callbacks: list) -> dict:
+    def _train(self, model, data: dict) -> dict:
+        """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune stage."""
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         if self._fast_frozen_stage and not self.augment:
-            history = self._fit_head_on_features(model, fit_kwargs, callbacks)
+            history = self._run_stage(
+                self._head_model(model),
+                self._feature_data(model, data),
+                epochs=self.epochs,
+                learning_rate=self.learning_rate,
+            )
         else:
-            self._compile(model, self.learning_rate)
-            history = model.fit(
-                epochs=self.epochs, callbacks=callbacks, verbose=self.verbose, **fit_kwargs
-            ).history
-        history = {k: list(v) for k, v in history.items()}
+            history = self._run_stage(
+                model, data, epochs=self.epochs, learning_rate=self.learning_rate
+            )
         history["stage"] = [1.0] * len(history["loss"])
         if not self.fine_tune_epochs:
             return history
 
         frozen_weights = model.get_weights()
         unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
-        rate = self.fine_tune_learning_rate or self.learning_rate / 10
-        self._compile(model, rate)
-        tuned = model.fit(
-            epochs=self.fine_tune_epochs, callbacks=callbacks, verbose=self.verbose, **fit_kwargs
-        ).history
+        tuned = self._run_stage(
+            model,
+            data,
+            epochs=self.fine_tune_epochs,
+            learning_rate=self.fine_tune_learning_rate or self.learning_rate / 10,
+        )
         if (
             self.early_stopping
             and "val_loss" in tuned
@@ -444,45 +437,38 @@ class TransferClassifier(BaseImageClassifier):
         history["stage"].extend([2.0] * len(tuned["loss"]))
         return history
 
-    def _fit_head_on_features(self, model, fit_kwargs: dict, callbacks: list) -> dict:
-        """Frozen stage, fast: backbone features once, then the head alone.
+    def _head_model(self, model):
+        """``model``'s own head layers (shared, not copied) on a feature input:
+        training it trains ``model``'s head."""
+        keras = get_keras()
+        features = model.get_layer("features").output
+        inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
+        head = [model.get_layer("classifier")]
+        if self.dropout:
+            head.insert(0, model.get_layer("dropout"))
+        return keras.Model(inputs, _apply(head, inputs), name="head")
 
-        The head is a copy of the model's dropout and softmax layers on a
-        feature input; once trained its weights go back into ``model``, which
-        is then exactly the network the plain approach would have trained.
-        """
+    def _feature_data(self, model, data: dict) -> dict:
+        """``data`` with the images replaced by the frozen backbone's pooled
+        features, computed once: without augmentation they never change, so
+        each epoch of the frozen stage is a pass over small vectors."""
         keras = get_keras()
         extractor = keras.Model(model.inputs[0], model.get_layer("features").output)
-        x, y = _features(extractor, fit_kwargs["x"], fit_kwargs.get("y"), self.batch_size_)
-        validation = fit_kwargs.get("validation_data")
+        x, y = _features(extractor, data["x"], data.get("y"), self.batch_size_)
+        validation = data.get("validation_data")
         if validation is not None:
             if isinstance(validation, tuple):
                 validation = _features(extractor, *validation, self.batch_size_)
             else:
                 validation = _features(extractor, validation, None, self.batch_size_)
-
-        classifier = model.get_layer("classifier")
-        inputs = keras.Input(shape=x.shape[1:], name="features")
-        h = inputs
-        if self.dropout:
-            h = keras.layers.Dropout(self.dropout)(h)
-        dense = keras.layers.Dense.from_config(classifier.get_config())
-        head = keras.Model(inputs, dense(h), name="head")
-        dense.set_weights(classifier.get_weights())
-        self._compile(head, self.learning_rate)
-        history = head.fit(
-            x,
-            y,
-            batch_size=self.batch_size_,
-            shuffle=True,
-            epochs=self.epochs,
-            validation_data=validation,
-            class_weight=fit_kwargs.get("class_weight"),
-            callbacks=callbacks,
-            verbose=self.verbose,
-        )
-        classifier.set_weights(dense.get_weights())
-        return history.history
+        return {
+            "x": x,
+            "y": y,
+            "batch_size": self.batch_size_,
+            "shuffle": True,
+            "validation_data": validation,
+            "class_weight": data.get("class_weight"),
+        }
 
 
 # ------------------------------------------------------------------ helpers
@@ -497,20 +483,25 @@ def _is_keras_model(value) -> bool:
     return isinstance(value, get_keras().Model)
 
 
-def _valid_size(size) -> bool:
-    if size is None or isinstance(size, bool):
-        return False
-    if isinstance(size, numbers.Integral):
-        return size >= 1
-    return (
-        isinstance(size, (tuple, list))
-        and len(size) == 2
-        and all(isinstance(v, numbers.Integral) for v in size)
-    )
+def _apply(layers: list, x):
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
-def _is_rate(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
+def _backbone_problem(value: str) -> str | None:
+    if _looks_like_path(value):
+        if not os.path.isfile(value):
+            return "no such file. Pass an existing .keras file."
+        if not value.endswith(".keras"):
+            return (
+                "expected a model saved with model.save('....keras'); for a weights file of a "
+                "named backbone use weights=... instead."
+            )
+        return None
+    if BACKBONES.get(value.lower().replace("-", "_")) is None:
+        return unknown_backbone_message(value)
+    return None
 
 
 def _features(extractor, x, y, batch_size: int):

@@ -11,7 +11,7 @@ import pytest
 from _images import gradient, png_bomb, write_bad_files, write_formats
 from PIL import Image
 
-from imgclf import CNNClassifier, decode, pipeline
+from imgclf import CNNClassifier, decode, pipeline, scan
 from imgclf._backend import get_tf
 from imgclf._validation import Images
 from imgclf.exceptions import ImageFileError, InputError
@@ -23,9 +23,9 @@ FAST1 = dict(FAST, epochs=1)
 def _decode(paths, channels, size, force_pillow=False):
     """Decode ``paths`` one by one with the pipeline's graph (eagerly)."""
     tf = get_tf()
-    infos = decode.scan_files(paths)
+    infos = scan.scan_files(paths)
     if force_pillow:
-        infos = [f._replace(decoder=decode.PILLOW) for f in infos]
+        infos = [f._replace(decoder=scan.PILLOW) for f in infos]
     per_image, per_batch, _ = decode.decode_fns(tf, infos, channels, size)
 
     def fn(path, kind):
@@ -61,16 +61,16 @@ def formats(tmp_path_factory):
 
 def test_scan_picks_tensorflow_for_plain_files_and_pillow_for_the_rest(formats):
     _, files = formats
-    kinds = {name: decode.inspect_file(p).decoder for name, p in files.items()}
+    kinds = {name: scan.inspect_file(p).decoder for name, p in files.items()}
     tf_files = {"rgb.jpg", "progressive.jpg", "grey.jpg", "rgb.png", "grey.png", "rgba_opaque.png"}
     for name, kind in kinds.items():
         expected = (
-            (decode.TF_JPEG if name.endswith(".jpg") else decode.TF_PNG)
+            (scan.TF_JPEG if name.endswith(".jpg") else scan.TF_PNG)
             if name in tf_files
-            else decode.PILLOW
+            else scan.PILLOW
         )
         assert kind == expected, name
-    channels = {name: decode.inspect_file(p).channels for name, p in files.items()}
+    channels = {name: scan.inspect_file(p).channels for name, p in files.items()}
     assert {n for n, c in channels.items() if c == 1} == {
         "grey.jpg",
         "grey.png",
@@ -153,8 +153,8 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
     Image.fromarray(image).save(path, quality=95, exif=exif.tobytes())
-    info = decode.inspect_file(path)
-    assert info.decoder == decode.PILLOW and info.size == (8, 16)
+    info = scan.inspect_file(path)
+    assert info.decoder == scan.PILLOW and info.size == (8, 16)
     out = _decode([path], 3, (16, 8))[0]  # the upright image is 16 high, 8 wide
     upright = np.rot90(image, k=-1)
     assert np.abs(out - upright).mean() < 4
@@ -170,8 +170,8 @@ def test_alpha_is_flattened_onto_white_by_both_decoders(tmp_path):
     webp = str(tmp_path / "alpha.webp")
     Image.fromarray(rgba, "RGBA").save(png)
     Image.fromarray(rgba, "RGBA").save(webp, lossless=True, exact=True)
-    assert decode.inspect_file(png).decoder == decode.TF_PNG
-    assert decode.inspect_file(webp).decoder == decode.PILLOW
+    assert scan.inspect_file(png).decoder == scan.TF_PNG
+    assert scan.inspect_file(webp).decoder == scan.PILLOW
     out = _decode([png, webp], 3, (4, 4))
     np.testing.assert_allclose(out[:, 0], 255.0)
     np.testing.assert_allclose(out[:, 1], np.broadcast_to([10, 20, 30], (2, 4, 3)))
@@ -201,9 +201,9 @@ def test_scan_names_what_is_wrong_with_each_bad_file(bad_files, tmp_path):
         "bomb": "decompression bomb",
     }
     for kind, path in bad_files.items():
-        info = decode.inspect_file(path)
+        info = scan.inspect_file(path)
         assert info.problem is not None and expected[kind] in info.problem, (kind, info)
-    assert "does not exist" in decode.inspect_file(str(tmp_path / "nope.jpg")).problem
+    assert "does not exist" in scan.inspect_file(str(tmp_path / "nope.jpg")).problem
 
 
 def test_scan_gives_each_file_its_own_result_and_caches_it(bad_files, tmp_path):
@@ -212,30 +212,30 @@ def test_scan_gives_each_file_its_own_result_and_caches_it(bad_files, tmp_path):
         good.append(str(tmp_path / f"{i:02d}.{'jpg' if i % 2 else 'png'}"))
         Image.fromarray(gradient(8 + i, 9, seed=i)).save(good[-1])
     paths = good[:10] + list(bad_files.values()) + good[10:] + [str(tmp_path / "gone.jpg")]
-    decode.clear_scan_cache()
-    first = decode.scan_files(paths)
-    assert first == [decode.inspect_file(p) for p in paths]
+    scan.clear_scan_cache()
+    first = scan.scan_files(paths)
+    assert first == [scan.inspect_file(p) for p in paths]
     assert [f.size[0] for f in first[:10]] == list(range(8, 18))
     assert [f.problem is not None for f in first].count(True) == len(bad_files) + 1
     # Cached; a file rewritten since (new size) is scanned again.
     Image.fromarray(gradient(40, 9)).save(good[0])
-    again = decode.scan_files(paths)
+    again = scan.scan_files(paths)
     assert again[0].size == (40, 9) and again[1:] == first[1:]
 
 
 def test_pixel_limit_follows_pillow_setting(tmp_path, monkeypatch):
     path = str(tmp_path / "big.png")
     Image.fromarray(gradient(20, 20)).save(path)
-    assert decode.inspect_file(path).problem is None
+    assert scan.inspect_file(path).problem is None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    assert "over the limit of 100" in decode.inspect_file(path).problem
+    assert "over the limit of 100" in scan.inspect_file(path).problem
 
 
 def test_bomb_is_caught_by_pillow_fallback_too(tmp_path):
     # A header TensorFlow-free parsing cannot read goes to Pillow, which also refuses.
     path = png_bomb(str(tmp_path / "bomb.png"))
-    found = decode._pillow_header(path, os.path.getsize(path))
-    assert isinstance(found, decode.FileInfo) and "too large" in found.problem
+    found = scan._pillow_header(path, os.path.getsize(path))
+    assert isinstance(found, scan.FileInfo) and "too large" in found.problem
 
 
 def test_jpeg_with_bytes_after_the_end_marker_is_fine(tmp_path):
@@ -243,7 +243,7 @@ def test_jpeg_with_bytes_after_the_end_marker_is_fine(tmp_path):
     Image.fromarray(gradient()).save(path)
     with open(path, "ab") as f:
         f.write(b"\x00" * 100)  # some cameras pad files
-    assert decode.inspect_file(path).problem is None
+    assert scan.inspect_file(path).problem is None
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +276,7 @@ def test_fit_skips_bad_files_with_a_warning_naming_each(stripes, bad_files):
     paths, y = stripes
     X = list(paths[:16]) + list(bad_files.values())
     labels = list(y[:16]) + ["horizontal"] * len(bad_files)
-    with pytest.warns(UserWarning, match="skipped 4 of 20") as record:
+    with pytest.warns(UserWarning, match="left out 4 of 20") as record:
         clf = CNNClassifier(**FAST, image_size=16).fit(X, labels)
     message = str(record[0].message)
     for path in bad_files.values():
@@ -355,7 +355,7 @@ def test_color_mode_auto_follows_the_files(tmp_path):
     assert CNNClassifier(**FAST1).fit(paths, y).n_channels_ == 1
     assert CNNClassifier(**FAST1, color_mode="rgb").fit(paths, y).n_channels_ == 3
     Image.fromarray(gradient(8, 8)).save(paths[0])  # one colour file
-    decode.clear_scan_cache()
+    scan.clear_scan_cache()
     assert CNNClassifier(**FAST1).fit(paths, y).n_channels_ == 3
 
 
