@@ -41,7 +41,7 @@ from ._validation import Images, check_images, check_targets, class_index, image
 from .augment import PRESETS, augmentation_layers
 from .exceptions import InputError
 from .persist import model_from_bytes, model_to_bytes
-from .scan import ON_BAD_FILE
+from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING
 
 #: Early stopping ignores improvements of the monitored loss smaller than
 #: this: once the learning rate is low the loss creeps down by 1e-4 an epoch
@@ -119,10 +119,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             NONE, Rule(_is_callback_list, "a list of keras.callbacks.Callback objects")
         ),
         "on_bad_file": param(
-            Options(*ON_BAD_FILE),
-            expected="'skip' (train without unreadable files, with a warning naming them) "
-            "or 'error' (raise, naming them)",
-            suggest=ON_BAD_FILE,
+            Options(*ON_BAD_FILE), expected=ON_BAD_FILE_MEANING, suggest=ON_BAD_FILE
         ),
         "cache": param(
             NONE,
@@ -166,6 +163,23 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     def set_params(self, **params):
+        """Set parameters, as scikit-learn's ``set_params`` does.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and values (``name__sub`` for nested ones).
+
+        Returns
+        -------
+        self : object
+            The estimator.
+
+        Raises
+        ------
+        ValueError
+            For a name that is not a parameter, with the closest valid one.
+        """
         valid = self.get_params(deep=True)
         for key in params:
             if key.split("__")[0] not in valid:
@@ -203,6 +217,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         imgclf.exceptions.ImageFileError
             For unreadable image files with ``on_bad_file="error"``, or when
             none can be read.
+
+        See Also
+        --------
+        predict : labels for new images.
+        imgclf.load_folder : ``(paths, labels)`` from a folder per class.
         """
         check_params(self)
         warm = bool(self.warm_start) and hasattr(self, "model_")
@@ -501,7 +520,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         --------
         predict_proba : the probabilities behind the labels.
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # --------------------------------------------------------------- persist
     def __getstate__(self):
@@ -595,12 +615,16 @@ def _collect_garbage() -> None:
     """
     state = _GARBAGE
     due = state["collect_seconds"] <= _GARBAGE_SHARE * state["fit_seconds"]
-    if not (due or get_tf().config.list_physical_devices("GPU")):
+    if not (due or _gpu_visible()):
         return
     start = time.perf_counter()
     gc.collect()
     state["collect_seconds"] = time.perf_counter() - start
     state["fit_seconds"] = 0.0
+
+
+def _gpu_visible() -> bool:
+    return bool(get_tf().config.list_physical_devices("GPU"))
 
 
 def _resolve_batch_size(batch_size, n_train: int) -> int:

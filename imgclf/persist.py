@@ -60,6 +60,23 @@ def load(path):
 
     Only load files you trust: like every pickle, the file can run code.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file written by ``clf.save``.
+
+    Returns
+    -------
+    BaseImageClassifier
+        The fitted estimator.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not an imgclf model or is damaged.
+
     Examples
     --------
     >>> import os, tempfile

@@ -207,6 +207,7 @@ def plot_top_losses(
     Parameters
     ----------
     estimator : fitted imgclf classifier
+        The classifier whose mistakes are drawn.
     X : images or paths
         As accepted by ``estimator.predict``.
     y : array-like of shape (n,)
@@ -269,6 +270,7 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
     Parameters
     ----------
     estimator : fitted imgclf classifier
+        The classifier to explain.
     X : images or paths
         A handful of images (each takes one cell pair).
     layer : str, optional

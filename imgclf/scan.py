@@ -332,8 +332,12 @@ def list_image_files(folder: str, recursive: bool = True) -> list[str]:
 
 
 # -------------------------------------------------------------- bad files
-#: Accepted values of every ``on_bad_file`` parameter.
+#: Accepted values of every ``on_bad_file`` parameter, and what they mean.
 ON_BAD_FILE = ("skip", "error")
+ON_BAD_FILE_MEANING = (
+    "'skip' (leave unreadable files out, with a warning naming them) or 'error' "
+    "(raise, naming them)"
+)
 
 # Bad files listed in full in a message; more are counted.
 _LIST_AT_MOST = 20
@@ -344,10 +348,7 @@ def check_on_bad_file(on_bad_file) -> None:
     from .exceptions import InputError
 
     if on_bad_file not in ON_BAD_FILE:
-        raise InputError(
-            f"on_bad_file={on_bad_file!r}: expected 'skip' (leave unreadable files out, "
-            "with a warning naming them) or 'error' (raise, naming them)."
-        )
+        raise InputError(f"on_bad_file={on_bad_file!r}: expected {ON_BAD_FILE_MEANING}.")
 
 
 class Screened(NamedTuple):

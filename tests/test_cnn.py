@@ -345,10 +345,11 @@ def test_invalid_params_listed_once(small_digits):
     with pytest.raises(InputError) as err:
         clf.fit(X, y)
     msg = str(err.value)
+    # Numbered in the order of the signature.
     assert "1. epochs=0" in msg
     assert "2. learning_rate=-1" in msg
-    assert "3. validation_fraction=1.5" in msg
-    assert "did you mean 'light'?" in msg
+    assert "3. augment='ligth' (did you mean 'light'?)" in msg
+    assert "4. validation_fraction=1.5" in msg
 
 
 def test_init_stores_only_and_set_params_hints():

@@ -420,5 +420,11 @@ def test_cross_validation_on_paths(stripes):
     paths, y = stripes
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no bad files here: no warning
-        scores = cross_val_score(CNNClassifier(**FAST1, image_size=8), np.array(paths), y, cv=2)
-    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+        est = CNNClassifier(**FAST1, image_size=8)
+        scores = cross_val_score(est, np.array(paths), y, cv=2)
+    # Each fold's score is that fold's model on the other fold's files.
+    from sklearn.model_selection import StratifiedKFold
+
+    train, test = next(StratifiedKFold(2).split(paths, y))
+    fold = CNNClassifier(**FAST1, image_size=8).fit(np.array(paths)[train], y[train])
+    assert scores[0] == pytest.approx(fold.score(np.array(paths)[test], y[test]))

@@ -74,6 +74,7 @@ def test_garbage_collection_is_amortised_over_fitting_time(monkeypatch):
 
     calls = []
     monkeypatch.setattr(base.gc, "collect", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(base, "_gpu_visible", lambda: False)  # as on a CPU, also on a GPU machine
     monkeypatch.setattr(base, "_GARBAGE", {"fit_seconds": 1.0, "collect_seconds": 0.2})
     base._collect_garbage()
     assert calls == []  # 1 s of fitting does not pay for a 0.2 s collection
@@ -86,3 +87,17 @@ def test_garbage_collection_is_amortised_over_fitting_time(monkeypatch):
     base._GARBAGE.update(fit_seconds=0.0, collect_seconds=1e9)
     CNNClassifier(epochs=1, filters=2, random_state=0).fit(X, y)
     assert len(calls) == 1 and base._GARBAGE["fit_seconds"] > 0  # fitting time is counted
+
+
+def test_garbage_is_always_collected_with_a_gpu(monkeypatch):
+    """Device memory is freed only with the Python objects: with a GPU visible
+    every fit collects, however little fitting time has passed."""
+    import imgclf._base as base
+
+    calls = []
+    monkeypatch.setattr(base.gc, "collect", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(base, "_gpu_visible", lambda: True)
+    monkeypatch.setattr(base, "_GARBAGE", {"fit_seconds": 0.0, "collect_seconds": 1e9})
+    base._collect_garbage()
+    base._collect_garbage()
+    assert len(calls) == 2

@@ -327,7 +327,12 @@ def test_backbone_from_a_keras_file_and_grid_search(pretrained, small_digits, tm
     assert clone(est).get_params()["backbone"] == path
     search = GridSearchCV(est, {"dropout": [0.0, 0.3]}, cv=2).fit(X[:160], y[:160])
     assert search.best_score_ > 0.5  # chance: 0.33
-    assert search.best_estimator_.model_.get_layer("backbone") is not None
+    # The refitted network carries the file's (frozen) backbone weights.
+    backbone = search.best_estimator_.model_.get_layer("backbone")
+    conv = next(layer for layer in backbone.layers if layer.get_weights())
+    np.testing.assert_allclose(
+        conv.get_weights()[0], pretrained.get_layer(conv.name).get_weights()[0]
+    )
 
 
 def test_image_paths_as_samples(pretrained, small_digits, tmp_path):
@@ -370,7 +375,7 @@ def test_default_image_size_is_the_backbones():
     assert TransferClassifier(backbone="vgg16")._default_image_size(None) == (224, 224)
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone_builds_saves_and_loads(name, tmp_path):
     """Each registry network at its minimum size round-trips through .keras
