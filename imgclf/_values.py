@@ -27,7 +27,7 @@ class BadValue(Exception):
 
 def describe(value) -> str:
     kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}"
+    return f"a {kind.__module__}.{kind.__qualname__}"
 
 
 class Encoder:
@@ -75,7 +75,7 @@ class Encoder:
         if array.dtype == object:
             array, spec["object"] = _plain_array(array), True
         if array.dtype.hasobject:
-            raise UnsafeValue(f"array of dtype {array.dtype}")
+            raise UnsafeValue(f"an array of dtype {array.dtype}")
         self.arrays[spec["file"]] = array
         return spec
 
@@ -101,7 +101,7 @@ def _plain_array(array: np.ndarray) -> np.ndarray:
         except OverflowError:
             pass
     names = ", ".join(sorted(k.__name__ for k in kinds))
-    raise UnsafeValue(f"object array holding {names}")
+    raise UnsafeValue(f"an object array holding {names}")
 
 
 def _is_keras_builtin_layer(value) -> bool:

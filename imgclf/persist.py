@@ -36,7 +36,7 @@ import joblib
 import numpy as np
 
 from ._backend import get_keras, get_tf
-from ._values import BadValue, Encoder, UnsafeValue, decoder, describe
+from ._values import BadValue, Encoder, UnsafeValue, decoder
 from .exceptions import InconsistentVersionWarning, ModelFileError, UnsavedParameterWarning
 
 #: Version of the archive layout; files of a later version are refused.
@@ -113,7 +113,7 @@ def _class_name(estimator) -> str:
     if ESTIMATORS.get(name) is None or type(estimator).__module__ != f"imgclf{ESTIMATORS[name]}":
         raise TypeError(
             f"clf.save stores imgclf's own estimators ({', '.join(ESTIMATORS)}), not "
-            f"{describe(estimator)}, whose code a file cannot hold safely. Save it with "
+            f"{type(estimator).__module__}.{type(estimator).__qualname__}, whose code a file cannot hold safely. Save it with "
             "joblib.dump(clf, path) (a pickle: load it only from a source you trust)."
         )
     return name
@@ -131,7 +131,7 @@ def _contents(estimator) -> tuple[dict, dict, bytes | None]:
         except UnsafeValue as exc:
             dropped[key] = str(exc)
     if dropped:
-        listed = "; ".join(f"{key} (a {what})" for key, what in dropped.items())
+        listed = "; ".join(f"{key} ({what})" for key, what in dropped.items())
         warnings.warn(
             f"{name}.save cannot store {listed} without pickling, which "
             "would let the file run code; the saved estimator has the default instead. It "
@@ -146,10 +146,15 @@ def _contents(estimator) -> tuple[dict, dict, bytes | None]:
         try:
             attributes[key] = encode(value)
         except UnsafeValue as exc:
+            fix = (
+                "Use labels of one type among str, int, float and bool (y.astype(str) works "
+                "for any labels) and refit"
+                if key == "classes_"
+                else "Pickle it with joblib.dump instead"
+            )
             raise TypeError(
-                f"{name}.save cannot store the fitted attribute {key} "
-                f"(it holds a {exc}). For classes_, use labels of one type among str, int, "
-                "float and bool (y.astype(str) works for any labels), then refit."
+                f"{name}.save cannot store the fitted attribute {key} without pickling: it "
+                f"holds {exc}. {fix}."
             ) from None
     model = vars(estimator).get("model_")
     manifest = {

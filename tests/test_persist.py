@@ -233,7 +233,9 @@ def test_unsavable_estimators_and_attributes_are_refused(tmp_path):
         MyCNN().save(tmp_path / "sub.imgclf")
     clf = CNNClassifier()
     clf.classes_ = np.array([object(), object()], dtype=object)
-    with pytest.raises(TypeError, match=r"fitted attribute classes_ .*y.astype\(str\)"):
+    with pytest.raises(
+        TypeError, match=r"fitted attribute classes_ .*object array holding object.*y.astype\(str\)"
+    ):
         clf.save(tmp_path / "obj.imgclf")
     assert not os.listdir(tmp_path)  # nothing written
 
@@ -264,6 +266,17 @@ def test_a_pickle_runs_nothing_unless_trusted(how, tmp_path):
     with pytest.raises(ModelFileError, match="not an imgclf classifier"):
         imgclf.load(path, trusted=True)
     assert marker.exists()
+
+
+def test_cli_names_the_pickle_and_the_fix(tmp_path, capsys):
+    from imgclf.cli import main
+
+    marker = tmp_path / "pwned"
+    joblib.dump(_Payload(marker), tmp_path / "evil.imgclf")
+    assert main(["predict", str(tmp_path / "evil.imgclf"), str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("imgclf: error: ") and "trusted=True" in err
+    assert not marker.exists()
 
 
 def test_old_joblib_files_load_when_trusted(fitted, tmp_path):
