@@ -325,10 +325,9 @@ def _load_archive(path: str, trusted: bool):
         raise ModelFileError(
             f"{path!r} is not an imgclf model, or it is damaged: {MANIFEST}: {exc}."
         ) from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise ModelFileError(
-            f"{path!r} is damaged: a part of it does not read back ({exc}). Copy it again, or "
-            "save the model again."
+            f"{path!r} is damaged: {_read_failure(exc)}. Copy it again, or save the model again."
         ) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(
@@ -343,6 +342,17 @@ def _load_archive(path: str, trusted: bool):
     if network is not None:
         estimator.model_ = _network(path, network, trusted)
     return estimator
+
+
+def _read_failure(exc: Exception) -> str:
+    """What went wrong reading a member, in words (zlib's and the OS's own are codes)."""
+    if isinstance(exc, zipfile.BadZipFile) and str(exc):
+        return f"a part of it does not read back ({exc})"
+    if isinstance(exc, zlib.error):
+        return "a compressed part of it is corrupt"
+    if isinstance(exc, EOFError):
+        return "it ends in the middle of a part"
+    return "its parts are not where its index says they are (bytes lost or inserted?)"
 
 
 def _foreign_zip(names: set) -> str:

@@ -381,6 +381,32 @@ def test_flipped_bytes_and_a_bad_manifest_are_damage(saved, tmp_path):
         imgclf.load(tmp_path / "new.imgclf")
 
 
+def test_mutated_files_give_the_library_error(saved, tmp_path):
+    """Seeded mutations of a good file (flips, cuts, cut-out spans): each loads
+    or raises ModelFileError, never a raw zipfile / zlib / OS error."""
+    data = saved.read_bytes()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mutant.imgclf"
+    messages = set()
+    for case in range(60):
+        b = bytearray(data)
+        if case % 3 == 0:
+            for _ in range(rng.integers(1, 6)):
+                b[rng.integers(len(b))] ^= int(rng.integers(1, 256))
+        elif case % 3 == 1:
+            b = b[: rng.integers(1, len(b))]
+        else:
+            start = int(rng.integers(len(b)))
+            del b[start : start + int(rng.integers(1, 500))]
+        path.write_bytes(bytes(b))
+        try:
+            imgclf.load(path)
+        except ModelFileError as exc:
+            messages.add(str(exc).split(": ", 1)[0])
+            assert not re.search(r"\(\)|: \d+\.?$|Errno", str(exc)), str(exc)
+    assert messages  # the mutations were noticed
+
+
 def test_a_keras_file_is_told_apart(fitted, tmp_path):
     clf, _ = fitted
     clf.model_.save(tmp_path / "net.keras")
