@@ -308,7 +308,7 @@ def _load_archive(path: str, trusted: bool):
             if MANIFEST not in names:
                 raise _Damaged(_foreign_zip(names))
             manifest = json.loads(zf.read(MANIFEST))
-            _check_format(manifest)
+            _check_format(path, manifest)
 
             def read_array(name):
                 return np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
@@ -319,6 +319,8 @@ def _load_archive(path: str, trusted: bool):
             network = zf.read(NETWORK) if manifest["network"] else None
             name, versions = manifest["estimator"], manifest["versions"]
             dropped = list(manifest["dropped"])
+    except ModelFileError:
+        raise
     except _Damaged as exc:
         raise ModelFileError(f"{path!r} is not an imgclf model, or it is damaged: {exc}") from None
     except BadValue as exc:
@@ -364,14 +366,16 @@ def _foreign_zip(names: set) -> str:
     return f"it is a zip archive without {MANIFEST}."
 
 
-def _check_format(manifest) -> None:
+def _check_format(path: str, manifest) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _Damaged(f"{MANIFEST} does not describe an imgclf estimator")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise _Damaged(
-            f"it was written by a later imgclf (format {version!r}; this imgclf reads "
-            f"{FORMAT_VERSION}). Upgrade imgclf to load it."
+    if not isinstance(version, int):
+        raise _Damaged(f"{MANIFEST} has no format version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path!r} was written by a later imgclf (file format {version}; this imgclf reads "
+            f"format {FORMAT_VERSION} and earlier). Upgrade imgclf to load it."
         )
 
 
