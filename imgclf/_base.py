@@ -539,11 +539,25 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = model_from_bytes(data)
 
     def save(self, path) -> None:
-        """Save the estimator to one file, atomically.
+        """Save the estimator to one file, atomically, in a format that loads
+        without running code from the file.
 
-        The file is written beside ``path`` under a temporary name and renamed
-        over it only once complete, so an interrupted save leaves any previous
-        file intact.
+        The file is a zip archive of the parameters and fitted attributes as
+        JSON and NumPy arrays, the network as a ``.keras`` archive, and the
+        imgclf, Keras and TensorFlow versions (see :mod:`imgclf.persist`). It
+        is written beside ``path`` under a temporary name and renamed over it
+        only once complete, so an interrupted save leaves any previous file
+        intact.
+
+        Parameters that hold objects a file cannot describe without code are
+        saved as their default, with an
+        :class:`~imgclf.exceptions.UnsavedParameterWarning` naming them:
+        ``callbacks``, ``augment`` holding layers other than ``keras.layers``'
+        own (those are stored as their Keras config), a ``keras.Model`` as
+        ``backbone``. A ``RandomState`` is stored as its state. The saved
+        network predicts the same; set the dropped parameters again before
+        refitting. To keep everything, pickle the estimator instead
+        (``joblib.dump``), and load that only from a source you trust.
 
         Parameters
         ----------
@@ -554,6 +568,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ------
         OSError
             If the file cannot be written; an earlier file at ``path`` is kept.
+        TypeError
+            For a subclass of an imgclf estimator (its code cannot be saved),
+            or a fitted attribute that cannot be stored, such as labels that
+            are arbitrary objects (``y.astype(str)`` works).
 
         See Also
         --------

@@ -1,4 +1,4 @@
-"""Exceptions raised by imgclf.
+"""Exceptions and warnings raised by imgclf.
 
 Each is also a built-in exception type (``ValueError``, ``OSError``...), so code
 that catches the generic type keeps working.
@@ -6,7 +6,14 @@ that catches the generic type keeps working.
 
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["NotFittedError", "ImageFileError", "InputError"]
+__all__ = [
+    "NotFittedError",
+    "ImageFileError",
+    "InputError",
+    "ModelFileError",
+    "InconsistentVersionWarning",
+    "UnsavedParameterWarning",
+]
 
 
 class InputError(ValueError):
@@ -15,3 +22,18 @@ class InputError(ValueError):
 
 class ImageFileError(InputError):
     """An image file cannot be read or decoded; the message names the file."""
+
+
+class ModelFileError(InputError):
+    """A file given to :func:`imgclf.load` is not a saved imgclf model, is damaged,
+    or is a pickle that could run code; the message names the file and the fix."""
+
+
+class InconsistentVersionWarning(UserWarning):
+    """A model is loaded with other imgclf, Keras or TensorFlow versions than it
+    was saved with (scikit-learn's warning of the same name, for imgclf files)."""
+
+
+class UnsavedParameterWarning(UserWarning):
+    """A parameter holds an object that cannot be saved without pickling (a
+    callback, a custom layer, a ``keras.Model``); it is saved as its default."""

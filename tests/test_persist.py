@@ -1,16 +1,27 @@
-"""Pickling, save/load and atomic saves."""
+"""Pickling, save/load in the safe format, refusing pickles, atomic saves."""
 
+import io
+import json
 import os
 import pickle
+import re
 import subprocess
 import sys
+import warnings
+import zipfile
 
 import joblib
 import numpy as np
 import pytest
 
 import imgclf
-from imgclf import CNNClassifier
+from imgclf import CNNClassifier, TransferClassifier
+from imgclf._backend import get_keras
+from imgclf.exceptions import (
+    InconsistentVersionWarning,
+    ModelFileError,
+    UnsavedParameterWarning,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +32,36 @@ def fitted(small_digits):
     return clf, X
 
 
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    """``fitted`` saved once: the bytes of a good file, to tamper with."""
+    clf, _ = fitted
+    path = tmp_path_factory.mktemp("saved") / "model.imgclf"
+    clf.save(path)
+    return path
+
+
+def _rewrite(source, target, change):
+    """Copy the zip ``source`` to ``target`` with ``change(members)`` applied
+    to its ``{name: bytes}``."""
+    with zipfile.ZipFile(source) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    change(members)
+    with zipfile.ZipFile(target, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def _edit_manifest(source, target, edit):
+    def change(members):
+        manifest = json.loads(members["imgclf.json"])
+        edit(manifest)
+        members["imgclf.json"] = json.dumps(manifest).encode()
+
+    _rewrite(source, target, change)
+
+
+# ---------------------------------------------------------------- pickling
 def test_joblib_round_trip(fitted, tmp_path):
     clf, X = fitted
     joblib.dump(clf, tmp_path / "clf.joblib")
@@ -39,10 +80,29 @@ def test_pickle_keeps_training_able(fitted, small_digits):
     assert len(back.history_["loss"]) == len(clf.history_["loss"]) + 2
 
 
-def test_save_and_load_in_a_fresh_process(fitted, tmp_path):
+# --------------------------------------------------------- the safe format
+def test_saved_file_holds_json_npy_and_keras_only(saved, fitted):
+    clf, _ = fitted
+    with zipfile.ZipFile(saved) as zf:
+        names = zf.namelist()
+        manifest = json.loads(zf.read("imgclf.json"))
+        arrays = [
+            np.load(io.BytesIO(zf.read(n)), allow_pickle=False) for n in names if n.endswith(".npy")
+        ]
+    assert names[0] == "imgclf.json" and "model.keras" in names
+    assert set(names) - {"imgclf.json", "model.keras"} == {n for n in names if n.endswith(".npy")}
+    assert manifest["estimator"] == "CNNClassifier"
+    assert set(manifest["versions"]) == {"imgclf", "keras", "tensorflow"}
+    assert manifest["versions"]["imgclf"] == imgclf.__version__
+    assert any(a.tolist() == ["a", "b", "c"] for a in arrays)  # classes_, no pickle needed
+    assert manifest["params"]["augment"] == "light"
+    stored = set(manifest["attributes"])
+    expected = {k for k in vars(clf) if k.endswith("_") and not k.startswith("_")} - {"model_"}
+    assert stored == expected
+
+
+def test_save_and_load_in_a_fresh_process(fitted, saved, tmp_path):
     clf, X = fitted
-    path = tmp_path / "model.imgclf"
-    clf.save(path)
     np.save(tmp_path / "X.npy", X[:20])
     code = (
         "import sys, numpy as np, imgclf\n"
@@ -51,40 +111,350 @@ def test_save_and_load_in_a_fresh_process(fitted, tmp_path):
     )
     out = tmp_path / "proba.npy"
     subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp_path / "X.npy"), str(out)],
+        [sys.executable, "-c", code, str(saved), str(tmp_path / "X.npy"), str(out)],
         check=True,
         capture_output=True,
     )
     np.testing.assert_array_equal(np.load(out), clf.predict_proba(X[:20]))
 
 
-def test_interrupted_save_keeps_previous_file(fitted, tmp_path, monkeypatch):
+def test_load_restores_parameters_and_attributes(fitted, saved, small_digits):
+    clf, X = fitted
+    back = imgclf.load(saved)
+    assert type(back) is CNNClassifier
+    assert back.get_params() == clf.get_params()
+    assert back.history_ == clf.history_
+    assert (back.image_size_, back.n_channels_, back.input_range_, back.batch_size_) == (
+        clf.image_size_,
+        clf.n_channels_,
+        clf.input_range_,
+        clf.batch_size_,
+    )
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    back.set_params(warm_start=True, epochs=1)
+    _, y = small_digits
+    back.fit(X, np.array(["a", "b", "c"])[y])  # compiled network: training goes on
+    assert len(back.history_["loss"]) == len(clf.history_["loss"]) + 1
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([3, 7]),
+        np.array([True, False]),
+        np.array(["cat", "dog"], dtype=object),
+    ],
+    ids=["int", "bool", "object-str"],  # fitted above has str labels
+)
+def test_round_trip_keeps_labels_of_any_type(labels, small_digits, tmp_path):
+    X, y = small_digits
+    keep = y < 2
+    y2 = labels[y[keep][:40]]
+    clf = CNNClassifier(epochs=1, filters=2, validation_fraction=0.0, random_state=0)
+    clf.fit(X[keep][:40], y2)
+    clf.save(tmp_path / "m.imgclf")
+    back = imgclf.load(tmp_path / "m.imgclf")
+    assert back.classes_.dtype == clf.classes_.dtype
+    assert back.classes_.tolist() == clf.classes_.tolist()
+    assert [type(v) for v in back.classes_.tolist()] == [type(v) for v in clf.classes_.tolist()]
+    np.testing.assert_array_equal(back.predict(X[:10]), clf.predict(X[:10]))
+
+
+def test_flattened_dataframe_keeps_feature_names(small_digits, tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y = small_digits
+    frame = pd.DataFrame(X[:60].reshape(60, -1), columns=[f"px{i}" for i in range(64)])
+    clf = CNNClassifier(epochs=1, filters=2, random_state=0).fit(frame, y[:60])
+    clf.save(tmp_path / "m.imgclf")
+    back = imgclf.load(tmp_path / "m.imgclf")
+    assert back.n_features_in_ == 64
+    assert back.feature_names_in_.dtype == object
+    assert back.feature_names_in_.tolist() == clf.feature_names_in_.tolist()
+    np.testing.assert_array_equal(back.predict_proba(frame[:5]), clf.predict_proba(frame[:5]))
+
+
+def test_transfer_round_trip_drops_the_backbone_model_with_a_warning(small_digits, tmp_path):
+    keras = get_keras()
+    X, y = small_digits
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(features))
+    clf = TransferClassifier(
+        backbone=backbone, epochs=2, fine_tune_epochs=1, batch_size=32, random_state=0
+    ).fit(X[:120], y[:120])
+    with pytest.warns(UnsavedParameterWarning, match=r"backbone \(a keras\..*Functional\)"):
+        clf.save(tmp_path / "t.imgclf")
+    with pytest.warns(UnsavedParameterWarning, match=r"without the parameters \['backbone'\]"):
+        back = imgclf.load(tmp_path / "t.imgclf")
+    assert type(back) is TransferClassifier
+    assert back.backbone == "mobilenet_v2"  # the default
+    assert back.history_["stage"] == clf.history_["stage"]
+    np.testing.assert_array_equal(back.predict_proba(X[:20]), clf.predict_proba(X[:20]))
+
+
+def test_parameters_stored_as_config_or_dropped(tmp_path):
+    keras = get_keras()
+
+    class Shout(keras.layers.Layer):  # a user's layer: its code is not in the file
+        def call(self, x):
+            return x
+
+    clf = CNNClassifier(
+        augment=[keras.layers.RandomFlip("horizontal"), keras.layers.RandomZoom(0.1)],
+        random_state=np.random.RandomState(5),
+        class_weight={1: 2.0, 2: 0.5},
+        image_size=(12, 10),
+        cache=tmp_path,
+    )
+    clf.save(tmp_path / "a.imgclf")  # everything storable: no warning expected
+    back = imgclf.load(tmp_path / "a.imgclf")
+    assert [type(layer).__name__ for layer in back.augment] == ["RandomFlip", "RandomZoom"]
+    assert back.augment[1].get_config() == clf.augment[1].get_config()
+    assert back.random_state.randint(1000) == np.random.RandomState(5).randint(1000)
+    assert back.class_weight == {1: 2.0, 2: 0.5}
+    assert back.image_size == (12, 10) and back.cache == tmp_path
+
+    clf.set_params(augment=[Shout()], callbacks=[keras.callbacks.TerminateOnNaN()])
+    with pytest.warns(UnsavedParameterWarning) as record:
+        clf.save(tmp_path / "b.imgclf")
+    message = str(record[0].message)
+    assert "augment (a " in message and "Shout" in message
+    assert "callbacks (a keras.src.callbacks" in message
+    with pytest.warns(UnsavedParameterWarning, match=r"\['augment', 'callbacks'\]"):
+        back = imgclf.load(tmp_path / "b.imgclf")
+    assert back.augment is None and back.callbacks is None
+
+
+def test_unsavable_estimators_and_attributes_are_refused(tmp_path):
+    class MyCNN(CNNClassifier):
+        pass
+
+    with pytest.raises(TypeError, match="joblib.dump"):
+        MyCNN().save(tmp_path / "sub.imgclf")
+    clf = CNNClassifier()
+    clf.classes_ = np.array([object(), object()], dtype=object)
+    with pytest.raises(
+        TypeError, match=r"fitted attribute classes_ .*object array holding object.*y.astype\(str\)"
+    ):
+        clf.save(tmp_path / "obj.imgclf")
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+# ------------------------------------------------------------------ refusing
+class _Payload:
+    """A pickle that creates ``marker`` when unpickled, as hostile code would."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib", "joblib-compressed"])
+def test_a_pickle_runs_nothing_unless_trusted(how, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.imgclf"
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        joblib.dump(_Payload(marker), path, compress=3 if how == "joblib-compressed" else 0)
+    with pytest.raises(ModelFileError, match=r"could run any code.*trusted=True"):
+        imgclf.load(path)
+    assert not marker.exists()
+    # The caller vouches for the file: it is unpickled, and its code runs.
+    with pytest.raises(ModelFileError, match="not an imgclf classifier"):
+        imgclf.load(path, trusted=True)
+    assert marker.exists()
+
+
+def test_cli_names_the_pickle_and_the_fix(tmp_path, capsys):
+    from imgclf.cli import main
+
+    marker = tmp_path / "pwned"
+    joblib.dump(_Payload(marker), tmp_path / "evil.imgclf")
+    assert main(["predict", str(tmp_path / "evil.imgclf"), str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("imgclf: error: ") and "trusted=True" in err
+    assert not marker.exists()
+
+
+def test_old_joblib_files_load_when_trusted(fitted, tmp_path):
+    clf, X = fitted
+    path = tmp_path / "old.imgclf"
+    joblib.dump(clf, path)  # what clf.save wrote before the safe format
+    with pytest.raises(ModelFileError, match="is a pickle"):
+        imgclf.load(path)
+    back = imgclf.load(path, trusted=True)
+    np.testing.assert_array_equal(back.predict_proba(X[:10]), clf.predict_proba(X[:10]))
+    back.save(path)  # converted
+    np.testing.assert_array_equal(
+        imgclf.load(path).predict_proba(X[:10]), back.predict_proba(X[:10])
+    )
+
+
+def test_a_lambda_layer_in_the_network_is_refused(saved, tmp_path):
+    keras = get_keras()
+    inputs = keras.Input((8, 8, 1))
+    hostile = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    hostile.save(tmp_path / "lambda.keras")
+    network = (tmp_path / "lambda.keras").read_bytes()
+
+    def swap(members):
+        members["model.keras"] = network
+
+    _rewrite(saved, tmp_path / "swapped.imgclf", swap)
+    with pytest.raises(ModelFileError, match="cannot load in safe mode"):
+        imgclf.load(tmp_path / "swapped.imgclf")
+
+
+def test_only_imgclf_classes_are_rebuilt(saved, tmp_path):
+    _edit_manifest(saved, tmp_path / "x.imgclf", lambda m: m.update(estimator="Popen"))
+    with pytest.raises(ModelFileError, match="holds a 'Popen'; imgclf.load rebuilds only"):
+        imgclf.load(tmp_path / "x.imgclf")
+
+
+def test_an_old_keras_is_refused_unless_trusted(saved, monkeypatch):
+    monkeypatch.setattr(get_keras(), "__version__", "3.8.0")
+    with pytest.raises(ModelFileError, match=r"Keras 3.8.0 cannot load .* safely"):
+        with pytest.warns(InconsistentVersionWarning, match="saved with Keras"):
+            imgclf.load(saved)
+    with pytest.warns(InconsistentVersionWarning):
+        assert imgclf.load(saved, trusted=True).model_ is not None
+
+
+# ------------------------------------------------------ damaged and foreign
+def _assert_plain_damage_message(err):
+    message = str(err.value)
+    assert "not an imgclf model, or it is damaged" in message or "is damaged" in message
+    assert not re.search(r": \d+\.?$", message)  # no bare cause such as ': 197'
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No saved model"):
+        imgclf.load(tmp_path / "missing.imgclf")
+    with pytest.raises(ModelFileError, match="is a folder"):
+        imgclf.load(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_bytes_are_not_a_model(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=int(rng.integers(1, 3000)), dtype=np.uint8).tobytes()
+    if seed == 0:
+        data = b"not a model"
+    elif seed == 1:
+        data = b"PK\x03\x04" + data  # starts like a zip
+    path = tmp_path / "junk.imgclf"
+    path.write_bytes(data)
+    for trusted in (False, True):
+        with pytest.raises(ModelFileError) as err:
+            imgclf.load(path, trusted=trusted)
+        _assert_plain_damage_message(err)
+
+
+@pytest.mark.parametrize("fraction", [0.0005, 0.3, 0.9, 0.9999])
+def test_truncated_file_is_damaged(saved, fraction, tmp_path):
+    data = saved.read_bytes()
+    path = tmp_path / "cut.imgclf"
+    path.write_bytes(data[: max(1, int(len(data) * fraction))])
+    with pytest.raises(ModelFileError, match="damaged") as err:
+        imgclf.load(path)
+    _assert_plain_damage_message(err)
+
+
+def test_flipped_bytes_and_a_bad_manifest_are_damage(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("model.keras")
+    data[info.header_offset + 200] ^= 0xFF  # inside the network: CRC check fails
+    (tmp_path / "flip.imgclf").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="damaged") as err:
+        imgclf.load(tmp_path / "flip.imgclf")
+    _assert_plain_damage_message(err)
+
+    _edit_manifest(saved, tmp_path / "bad.imgclf", lambda m: m.update(params=["x"]))
+    with pytest.raises(ModelFileError, match="damaged"):
+        imgclf.load(tmp_path / "bad.imgclf")
+    _edit_manifest(saved, tmp_path / "new.imgclf", lambda m: m.update(format_version=99))
+    with pytest.raises(ModelFileError, match="later imgclf.*Upgrade imgclf"):
+        imgclf.load(tmp_path / "new.imgclf")
+
+
+def test_mutated_files_give_the_library_error(saved, tmp_path):
+    """Seeded mutations of a good file (flips, cuts, cut-out spans): each loads
+    or raises ModelFileError, never a raw zipfile / zlib / OS error."""
+    data = saved.read_bytes()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mutant.imgclf"
+    messages = set()
+    for case in range(60):
+        b = bytearray(data)
+        if case % 3 == 0:
+            for _ in range(rng.integers(1, 6)):
+                b[rng.integers(len(b))] ^= int(rng.integers(1, 256))
+        elif case % 3 == 1:
+            b = b[: rng.integers(1, len(b))]
+        else:
+            start = int(rng.integers(len(b)))
+            del b[start : start + int(rng.integers(1, 500))]
+        path.write_bytes(bytes(b))
+        try:
+            imgclf.load(path)
+        except ModelFileError as exc:
+            messages.add(str(exc).split(": ", 1)[0])
+            assert not re.search(r"\(\)|: \d+\.?$|Errno", str(exc)), str(exc)
+    assert messages  # the mutations were noticed
+
+
+def test_a_keras_file_is_told_apart(fitted, tmp_path):
+    clf, _ = fitted
+    clf.model_.save(tmp_path / "net.keras")
+    with pytest.raises(ModelFileError, match="is a Keras model .*keras.models.load_model"):
+        imgclf.load(tmp_path / "net.keras")
+
+
+def test_version_mismatch_warns(fitted, saved, tmp_path):
+    clf, X = fitted
+
+    def older(manifest):
+        manifest["versions"].update(imgclf="0.0.1", keras="3.3.0")
+
+    _edit_manifest(saved, tmp_path / "old.imgclf", older)
+    with pytest.warns(InconsistentVersionWarning) as record:
+        back = imgclf.load(tmp_path / "old.imgclf")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "imgclf 0.0.1 (now" in message and "Keras 3.3.0 (now" in message
+    assert "TensorFlow" not in message  # only what changed
+    np.testing.assert_array_equal(back.predict_proba(X[:5]), clf.predict_proba(X[:5]))
+
+
+def test_same_versions_load_silently(saved):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        warnings.simplefilter("error", UnsavedParameterWarning)
+        imgclf.load(saved)
+
+
+# ------------------------------------------------------------------ atomic
+def test_interrupted_save_keeps_previous_file(fitted, saved, tmp_path, monkeypatch):
     clf, _ = fitted
     path = tmp_path / "model.imgclf"
-    clf.save(path)
+    path.write_bytes(saved.read_bytes())
     before = path.read_bytes()
+    real = zipfile.ZipFile.writestr
 
-    def crash(obj, f, *args, **kwargs):
-        f.write(b"half a model")
-        raise KeyboardInterrupt
+    def crash(self, name, data, *args, **kwargs):
+        real(self, name, data, *args, **kwargs)
+        if name == "model.keras":
+            raise KeyboardInterrupt  # after the network's bytes reach the file
 
-    monkeypatch.setattr("imgclf.persist.joblib.dump", crash)
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", crash)
     with pytest.raises(KeyboardInterrupt):
         clf.save(path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.imgclf"]  # no temporary file left behind
-
-
-def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No saved model"):
-        imgclf.load(tmp_path / "missing.imgclf")
-    junk = tmp_path / "junk.imgclf"
-    junk.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a model saved by imgclf"):
-        imgclf.load(junk)
-    joblib.dump({"a": 1}, tmp_path / "dict.joblib")
-    with pytest.raises(ValueError, match="holds a dict"):
-        imgclf.load(tmp_path / "dict.joblib")
 
 
 def test_import_does_not_load_tensorflow():
