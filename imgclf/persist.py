@@ -233,6 +233,7 @@ def load(path, *, trusted: bool = False):
     Returns
     -------
     CNNClassifier or TransferClassifier
+        The fitted estimator, as saved.
 
     Raises
     ------
@@ -248,23 +249,6 @@ def load(path, *, trusted: bool = False):
         If the file was saved with other imgclf, Keras or TensorFlow versions.
     imgclf.exceptions.UnsavedParameterWarning
         If parameters could not be saved and have their defaults.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file written by ``clf.save``.
-
-    Returns
-    -------
-    BaseImageClassifier
-        The fitted estimator.
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no file at ``path``.
-    ValueError
-        If the file is not an imgclf model or is damaged.
 
     Examples
     --------
