@@ -41,7 +41,7 @@ from ._validation import Images, check_images, check_targets, class_index, image
 from .augment import PRESETS, augmentation_layers
 from .exceptions import InputError
 from .persist import model_from_bytes, model_to_bytes
-from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING
+from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
 #: Early stopping ignores improvements of the monitored loss smaller than
 #: this: once the learning rate is low the loss creeps down by 1e-4 an epoch
@@ -239,7 +239,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 self.model_ = self._build_model(len(classes), seed)
             self.classes_ = classes
             data = self._training_data(images, y_enc, train, val, seed)
-            history = self._train(self.model_, data)
+            with self._naming_bad_files(images, "fit"):
+                history = self._train(self.model_, data)
         _GARBAGE["fit_seconds"] += time.perf_counter() - started
         self._record_history(history, warm)
         return self
@@ -339,6 +340,17 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
         data["class_weight"] = self._class_weight(y_enc[train])
         return data
+
+    def _naming_bad_files(self, images: Images, what: str):
+        """A file that fails to decode while streaming raises ``ImageFileError``
+        naming it, not TensorFlow's error (see :func:`imgclf.scan.naming_bad_files`)."""
+        return naming_bad_files(
+            images.paths,
+            images.infos,
+            channels=self.n_channels_,
+            size=self.image_size_,
+            source=f"{type(self).__name__}.{what}",
+        )
 
     def _dataset(self, images: Images, y=None, *, seed=None, shuffle=False) -> dict:
         return pipeline.make_dataset(
@@ -464,10 +476,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         predict_proba : the network's output for the same images.
         """
         check_is_fitted(self)
-        x = self._dataset(self._check_predict_images(X))["x"]
+        images = self._check_predict_images(X)
+        x = self._dataset(images)["x"]
         if isinstance(x, np.ndarray):
             return x.astype(np.float32)
-        return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
+        with self._naming_bad_files(images, "network_input"):
+            return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities.
@@ -494,8 +508,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         predict : the most probable class of each image.
         """
         check_is_fitted(self)
-        data = self._dataset(self._check_predict_images(X))
-        proba = self.model_.predict(verbose=0, **data)
+        images = self._check_predict_images(X)
+        with self._naming_bad_files(images, "predict"):
+            proba = self.model_.predict(verbose=0, **self._dataset(images))
         return np.asarray(proba, dtype=np.float64)
 
     def predict(self, X) -> np.ndarray:

@@ -9,16 +9,21 @@ pipeline: float32 pixels in 0-255 with 1 (grey), 2 (grey+alpha), 3 (RGB) or 4
 (RGBA) channels, which :func:`finish` flattens onto white and converts to the
 network's channels with the same operations whichever decoder ran.
 
-Which decoder a file needs is decided by the scan (:mod:`imgclf.scan`).
+Which decoder a file needs is decided by the scan (:mod:`imgclf.scan`), which
+also makes sure that decoder accepts the file (:func:`pillow_problem` for
+Pillow's). Should a file still fail while it streams (changed on disk since),
+:func:`failing_files` finds which.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-from .scan import PILLOW, TF_JPEG, TF_PNG
+# Which decoder a file needs (``imgclf.scan.FileInfo.decoder``).
+TF_JPEG, TF_PNG, PILLOW = 0, 1, 2
 
 
 # ------------------------------------------------------ pixel conversions
@@ -46,12 +51,12 @@ def convert(tf, batch, size, channels: int):
 
 
 # ----------------------------------------------------------------- decoders
-def pillow_pixels(path) -> np.ndarray:
-    """Decode one file with Pillow to float32 ``(h, w, c)`` in 0-255, ``c`` in 1-4.
+def _pillow_image(path, draft: bool = False):
+    """Open, decode and convert one file with Pillow: ``(image, mode)`` where
+    ``mode`` is the 16-bit / float mode to scale, or None for an 8-bit image.
 
-    EXIF orientation is applied; 16-bit images are scaled to 0-255; palette
-    and CMYK images become RGB (RGBA when they carry transparency). Alpha is
-    left for :func:`finish` so both decoders flatten it the same way.
+    ``draft`` lets libjpeg decode JPEGs at 1/8 scale: every marker and every
+    coefficient is still read (what can fail), but the pixels cost a fraction.
     """
     from PIL import Image, ImageOps
 
@@ -61,14 +66,14 @@ def pillow_pixels(path) -> np.ndarray:
         path = os.fsdecode(path)
     with Image.open(path) as im:
         im.seek(0)  # the first frame of an animation
+        if draft and im.format == "JPEG":
+            im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
         im = ImageOps.exif_transpose(im)
         mode = im.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            # 16-bit grey (Pillow opens 16-bit PNGs as "I" or "I;16").
-            array = np.asarray(im, dtype=np.float32) / 257.0
-            return np.clip(array, 0, 255)[..., None]
-        if mode == "F":
-            return np.clip(np.asarray(im, dtype=np.float32), 0, 255)[..., None]
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            # 16-bit grey (Pillow opens 16-bit PNGs as "I" or "I;16"), or float.
+            im.load()
+            return im, mode
         if mode in ("1", "L"):
             target = "L"
         elif mode in ("LA", "La"):
@@ -77,8 +82,40 @@ def pillow_pixels(path) -> np.ndarray:
             target = "RGBA"
         else:  # RGB, P, CMYK, YCbCr, LAB, HSV
             target = "RGB"
-        array = np.asarray(im.convert(target), dtype=np.float32)
+        return im.convert(target), None
+
+
+def pillow_pixels(path) -> np.ndarray:
+    """Decode one file with Pillow to float32 ``(h, w, c)`` in 0-255, ``c`` in 1-4.
+
+    EXIF orientation is applied; 16-bit images are scaled to 0-255; palette
+    and CMYK images become RGB (RGBA when they carry transparency). Alpha is
+    left for :func:`finish` so both decoders flatten it the same way.
+    """
+    im, mode = _pillow_image(path)
+    if mode == "F":
+        return np.clip(np.asarray(im, dtype=np.float32), 0, 255)[..., None]
+    if mode is not None:
+        array = np.asarray(im, dtype=np.float32) / 257.0
+        return np.clip(array, 0, 255)[..., None]
+    array = np.asarray(im, dtype=np.float32)
     return array[..., None] if array.ndim == 2 else array
+
+
+def pillow_problem(path) -> str | None:
+    """None if :func:`pillow_pixels` decodes ``path``, else Pillow's error as text.
+
+    Runs the same steps (JPEGs at 1/8 scale), so a file it passes is one
+    training can read.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about damaged metadata it reads past; the pixels decide.
+            warnings.simplefilter("ignore")
+            _pillow_image(path, draft=True)
+    except Exception as exc:  # noqa: BLE001 -- any decoder failure makes the file bad
+        return f"{exc}" or type(exc).__name__
+    return None
 
 
 def finish(tf, image, channels: int, size):
@@ -194,3 +231,20 @@ def decode_fns(tf, infos, channels: int, size):
         return image
 
     return mixed_sizes, None, tf.TensorSpec((*size, channels), tf.float32)
+
+
+def failing_files(tf, paths, infos, channels: int, size) -> list[int]:
+    """Positions of the files that fail to decode with the pipeline's own
+    graph (decoded in parallel, each on its own, errors dropped)."""
+    per_image, _, _ = decode_fns(tf, infos, channels, size)
+    paths_t = tf.constant(np.asarray(paths, dtype=object).astype(str))
+    kinds_t = tf.constant(np.array([f.decoder for f in infos], dtype=np.int32))
+
+    def one(i):
+        image = per_image(tf.gather(paths_t, i), tf.gather(kinds_t, i))
+        # A value computed from the pixels, so the decoding cannot be pruned.
+        return i, tf.reduce_max(tf.cast(image, tf.float32))
+
+    ds = tf.data.Dataset.range(len(paths)).map(one, num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
+    return [i for i in range(len(paths)) if i not in decoded]

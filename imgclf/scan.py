@@ -1,12 +1,20 @@
 """The file scan: which image files can be used, and how each is decoded.
 
-One pass over the files reads each one's header and its last few bytes
-(Pillow's ``Image.open`` does not decode pixels), so it finds empty files,
-text saved under an image extension, images over the pixel limit and
-truncated JPEG / PNG / GIF files before any training starts, and records what
-the decoders need (:class:`FileInfo`). Results are cached per file (keyed on
-path, size and modification time), so cross-validation and grid search scan
-each file once.
+One pass over the files, before any training starts, reads each one's header
+(without Pillow for JPEG and PNG: several times faster), which finds empty
+files, text saved under an image extension and images over the pixel limit,
+and chooses a decoder (:class:`FileInfo`). It then makes sure that decoder
+accepts the file, so training never meets a file it cannot decode:
+
+* a plain JPEG or PNG, decoded by TensorFlow, is checked without decoding its
+  pixels (:mod:`imgclf.verify`: every JPEG marker, every PNG chunk, CRC and
+  the inflated image data), which costs about what reading its header did;
+* every other file, and one TensorFlow's decoder would refuse, is decoded
+  once with Pillow (JPEGs at 1/8 scale); if Pillow can, Pillow decodes it in
+  training, otherwise the file is bad.
+
+Results are cached per file (keyed on path, size and modification time), so
+cross-validation and grid search check each file once.
 
 This module also owns the two other decisions about files: which files in a
 folder are images (:func:`list_image_files`) and what happens to bad ones
@@ -15,6 +23,7 @@ folder are images (:func:`list_image_files`) and what happens to bad ones
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
@@ -24,8 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-# Which decoder a file needs.
-TF_JPEG, TF_PNG, PILLOW = 0, 1, 2
+from . import decode, verify
+from .decode import PILLOW, TF_JPEG, TF_PNG
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -33,10 +42,6 @@ IMAGE_EXTENSIONS = frozenset(
 
 # Pillow modes whose pixels are grey; everything else is treated as colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-_PNG_END = b"IEND\xaeB`\x82"
-_JPEG_END = b"\xff\xd9"
-_GIF_END = b";"
-_END_MARKERS = {"JPEG": _JPEG_END, "MPO": _JPEG_END, "PNG": _PNG_END, "GIF": _GIF_END}
 
 
 class FileInfo(NamedTuple):
@@ -70,18 +75,6 @@ def max_pixels() -> int:
 
 def _bad(problem: str) -> FileInfo:
     return FileInfo(decoder=-1, channels=0, problem=problem)
-
-
-def _fully_decodes(path: str) -> str | None:
-    """Decode with Pillow; return the error as text, or None if the image is whole."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as exc:  # noqa: BLE001 -- any decoder failure makes the file bad
-        return f"cannot be decoded ({exc})"
-    return None
 
 
 def _exif_orientation(exif: bytes) -> int | None:
@@ -220,21 +213,34 @@ def _inspect(path: str, limit: int) -> tuple[tuple[int, int] | None, FileInfo]:
         if size == 0:
             return key, _bad("is empty (0 bytes)")
         head = os.read(fd, 4096)
-        if size > len(head):
-            os.lseek(fd, size - 16, os.SEEK_SET)
-            tail = os.read(fd, 16)
-            os.lseek(fd, len(head), os.SEEK_SET)
-        else:
-            tail = head[-16:]
         found = _fast_header(head, lambda n: os.read(fd, n))
+        # TensorFlow's decoders are checked on the whole file (most small
+        # images are whole in the first read already).
+        data = None
+        if found is not None and found[3] in (TF_JPEG, TF_PNG):
+            data = head if size <= len(head) else _read_all(fd, size)
     except OSError as exc:
         return None, _bad(f"cannot be read ({exc.strerror or exc})")
     finally:
         os.close(fd)
-    return key, _check_header(path, size, tail, found, limit)
+    return key, _check(path, size, found, data, limit)
 
 
-def _check_header(path: str, size: int, tail: bytes, found, limit: int) -> FileInfo:
+def _read_all(fd: int, size: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    parts, left = [], size
+    while left > 0:
+        part = os.read(fd, left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _check(path: str, size: int, found, data: bytes | None, limit: int) -> FileInfo:
+    """The verdict on one file, given its header (``found``, None if only
+    Pillow can read it) and, for TensorFlow's decoders, its bytes."""
     if found is None:
         found = _pillow_header(path, size)
         if isinstance(found, FileInfo):
@@ -247,14 +253,18 @@ def _check_header(path: str, size: int, tail: bytes, found, limit: int) -> FileI
         )
     if width == 0 or height == 0:
         return _bad(f"has no pixels ({width} x {height})")
-    # A cut-off download or copy loses the end marker. Files with extra bytes
-    # after it are legal, so a missing marker triggers a full decode to decide.
-    end_marker = _END_MARKERS.get(fmt)
-    if end_marker is not None and end_marker not in tail:
-        problem = _fully_decodes(path)
-        if problem is not None:
-            return _bad(f"is truncated or corrupt: {problem}")
-    return FileInfo(decoder, channels, None, (height, width), alpha)
+    refused = None
+    if decoder in (TF_JPEG, TF_PNG):
+        refused = (verify.jpeg_problem if decoder == TF_JPEG else verify.png_problem)(data)
+        if refused is None:
+            return FileInfo(decoder, channels, None, (height, width), alpha)
+    # Pillow's files, and those TensorFlow's decoder would refuse (a PNG with
+    # a bad CRC, say, which Pillow reads past): decode once with Pillow.
+    problem = decode.pillow_problem(path)
+    if problem is not None:
+        why = f"{refused}; Pillow: {problem}" if refused else problem
+        return _bad(f"cannot be decoded (a truncated or corrupt {fmt} file: {why})")
+    return FileInfo(PILLOW, channels, None, (height, width), alpha)
 
 
 # path -> ((size, mtime_ns), FileInfo). Bounded so a long session cannot grow
@@ -359,9 +369,13 @@ class Screened(NamedTuple):
     keep: np.ndarray  # int positions of the kept files among those given
 
 
-def describe_bad(bad: list[tuple[int, str, str]]) -> str:
-    """One line per bad file ``(index, path, problem)``, at most 20, then a count."""
-    lines = [f"  - {path!r} (sample {i}) {problem}" for i, path, problem in bad[:_LIST_AT_MOST]]
+def describe_bad(bad: list[tuple[int | None, str, str]]) -> str:
+    """One line per bad file ``(index, path, problem)``, at most 20, then a
+    count (an index of None is not shown)."""
+    lines = [
+        f"  - {path!r}{'' if i is None else f' (sample {i})'} {problem}"
+        for i, path, problem in bad[:_LIST_AT_MOST]
+    ]
     if len(bad) > _LIST_AT_MOST:
         lines.append(f"  ... and {len(bad) - _LIST_AT_MOST} more")
     return "\n".join(lines)
@@ -410,3 +424,39 @@ def screen(paths, *, on_bad_file: str, source: str, can_skip: bool = True) -> Sc
     )
     keep = np.array([i for i, f in enumerate(infos) if not f.problem], dtype=np.intp)
     return Screened(paths[keep], [infos[i] for i in keep], keep)
+
+
+@contextlib.contextmanager
+def naming_bad_files(paths, infos, *, channels: int, size, source: str):
+    """While files stream to the network (``fit``, ``predict``): turn a
+    decoder error into :class:`~imgclf.exceptions.ImageFileError` naming the
+    files that fail.
+
+    The scan has made sure every file decodes, so this is for files changed
+    on disk since. TensorFlow's error does not say which file it was reading;
+    the files are decoded again (in parallel, only after an error) to find out.
+    An error no file explains is raised as it was.
+    """
+    try:
+        yield
+    except Exception as exc:
+        from ._backend import get_tf
+        from .exceptions import ImageFileError
+
+        tf = get_tf()
+        if not isinstance(exc, tf.errors.OpError) or paths is None:
+            raise
+        failing = decode.failing_files(tf, paths, infos, channels, size)
+        if not failing:
+            raise
+        bad = []
+        with _SCAN_LOCK:
+            for i in failing:
+                _SCAN_CACHE.pop(str(paths[i]), None)  # checked afresh next time
+        for i, info in zip(failing, scan_files([paths[i] for i in failing]), strict=True):
+            bad.append((None, str(paths[i]), info.problem or "cannot be decoded any more"))
+        raise ImageFileError(
+            f"{source}: {len(bad)} image file(s) could not be decoded, though each was "
+            f"checked before {source.rsplit('.', 1)[-1]} began; changed on disk since?\n"
+            f"{describe_bad(bad)}\nRemove or fix them (the next call checks them again)."
+        ) from exc
