@@ -253,6 +253,11 @@ def _check(path: str, size: int, found, data: bytes | None, limit: int) -> FileI
         )
     if width == 0 or height == 0:
         return _bad(f"has no pixels ({width} x {height})")
+    if fmt in ("JPEG", "MPO") and size < verify.jpeg_least_bytes(width, height):
+        return _bad(
+            f"holds {size:,} bytes, too few for a JPEG of {width} x {height} pixels "
+            f"(at least {verify.jpeg_least_bytes(width, height):,}): cut short or damaged"
+        )
     refused = None
     if decoder in (TF_JPEG, TF_PNG):
         refused = (verify.jpeg_problem if decoder == TF_JPEG else verify.png_problem)(data)

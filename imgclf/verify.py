@@ -214,6 +214,17 @@ def _after_entropy_data(data: bytes, pos: int) -> int:
         pos = nxt + 1
 
 
+def jpeg_least_bytes(width: int, height: int) -> int:
+    """The fewest bytes a whole JPEG of ``width`` x ``height`` pixels can take.
+
+    Every 8x8 block of every component takes at least one bit (its DC code),
+    and no component has fewer blocks than one subsampled 4x each way. A file
+    with less is cut short or damaged, which libjpeg would decode as grey
+    without complaint, at whatever cost its declared size asks.
+    """
+    return -(-width // 32) * -(-height // 32) // 8
+
+
 def jpeg_problem(data: bytes) -> str | None:
     """None if libjpeg-turbo (as TensorFlow calls it) decodes ``data``; else why not.
 

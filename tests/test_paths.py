@@ -246,6 +246,101 @@ def test_jpeg_with_bytes_after_the_end_marker_is_fine(tmp_path):
     assert scan.inspect_file(path).problem is None
 
 
+def _png_chunks(data: bytes):
+    """``(offset, type)`` of each chunk of a PNG."""
+    pos, out = 8, []
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        out.append((pos, data[pos + 4 : pos + 8]))
+        pos += 12 + length
+    return out
+
+
+def test_png_tensorflow_refuses_is_decoded_by_pillow(tmp_path):
+    # A bad CRC on the image data (the data itself intact): libpng refuses,
+    # Pillow reads past it. So does a file cut just before its IEND chunk.
+    image = gradient(8, 16)
+    whole = str(tmp_path / "whole.png")
+    Image.fromarray(image).save(whole)
+    data = open(whole, "rb").read()
+    (idat,) = [pos for pos, kind in _png_chunks(data) if kind == b"IDAT"]
+    crc_at = idat + 8 + int.from_bytes(data[idat : idat + 4], "big")
+    bad_crc = str(tmp_path / "bad_crc.png")
+    with open(bad_crc, "wb") as f:
+        f.write(data[:crc_at] + bytes([data[crc_at] ^ 0xFF]) + data[crc_at + 1 :])
+    no_end = str(tmp_path / "no_end.png")
+    with open(no_end, "wb") as f:
+        f.write(data[:-12])
+    assert scan.inspect_file(whole).decoder == scan.TF_PNG
+    for path in (bad_crc, no_end):
+        info = scan.inspect_file(path)
+        assert info.problem is None and info.decoder == scan.PILLOW, (path, info)
+        np.testing.assert_array_equal(_decode([path], 3, (8, 16))[0], image)
+
+
+def test_file_no_decoder_reads_is_bad_and_names_both_reasons(tmp_path):
+    path = str(tmp_path / "tables.jpg")
+    Image.fromarray(gradient()).save(path)
+    data = bytearray(open(path, "rb").read())
+    dht = data.find(b"\xff\xc4")
+    data[dht + 5 : dht + 21] = b"\xff" * 16  # code-length counts overflowing every length
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    problem = scan.inspect_file(path).problem
+    assert problem is not None and "Huffman" in problem and "Pillow:" in problem
+
+
+def test_jpeg_declaring_more_pixels_than_its_data_can_hold_is_bad(tmp_path):
+    # libjpeg would decode 81 million grey pixels from it, every epoch.
+    path = str(tmp_path / "huge.jpg")
+    Image.fromarray(gradient()).save(path)
+    data = bytearray(open(path, "rb").read())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (9000).to_bytes(2, "big") * 2
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    assert "too few for a JPEG of 9000 x 9000" in scan.inspect_file(path).problem
+
+
+def test_each_file_is_checked_once(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.bmp"))
+        Image.fromarray(gradient(seed=i)).save(paths[-1])
+    calls = []
+    real = decode.pillow_problem
+    monkeypatch.setattr(decode, "pillow_problem", lambda p: calls.append(p) or real(p))
+    scan.clear_scan_cache()
+    scan.scan_files(paths)
+    scan.scan_files(paths)
+    assert sorted(calls) == sorted(paths)
+
+
+def test_issue_13_minimal_case(tmp_path):
+    """Two class folders of PNGs and the first 200 bytes of a 16x16 BMP."""
+    from imgclf import load_folder
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            Image.fromarray(gradient(16, 16, seed=i + (label == "b") * 10)).save(
+                tmp_path / label / f"{i}.png"
+            )
+    whole = tmp_path / "whole.bmp"
+    Image.fromarray(gradient(16, 16)).save(whole)
+    cut = tmp_path / "a" / "cut.bmp"
+    cut.write_bytes(whole.read_bytes()[:200])
+    whole.unlink()
+    with pytest.warns(UserWarning, match="cut.bmp"):
+        X, y = load_folder(tmp_path)
+    assert len(X) == 12 and str(cut) not in X
+    everything = [*X, str(cut)]
+    with pytest.warns(UserWarning, match="left out 1 of 13"):
+        clf = CNNClassifier(**FAST1, image_size=8).fit(everything, [*y, "a"])
+    with pytest.raises(ImageFileError, match="cut.bmp"):
+        clf.predict([str(cut)])
+
+
 @pytest.fixture(scope="module")
 def stripes(tmp_path_factory):
     """40 small images of two easy classes (horizontal vs vertical stripes), in
@@ -298,6 +393,45 @@ def test_predict_on_a_bad_file_raises_naming_it(fitted_on_paths, bad_files):
     clf, paths, _ = fitted_on_paths
     with pytest.raises(ImageFileError, match="truncated.jpg"):
         clf.predict([paths[0], bad_files["truncated"]])
+
+
+def test_file_broken_during_fit_raises_naming_it(stripes, tmp_path):
+    import shutil
+
+    from imgclf._backend import get_keras
+
+    paths, y = stripes
+    copies = [shutil.copy(p, tmp_path / os.path.basename(p)) for p in paths[:16]]
+    victim = copies[5]
+
+    class Break(get_keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with open(victim, "r+b") as f:
+                f.truncate(40)
+
+    clf = CNNClassifier(**FAST, image_size=16, callbacks=[Break()])
+    with pytest.raises(ImageFileError, match="changed on disk") as err:
+        clf.fit([str(p) for p in copies], y[:16])
+    assert repr(str(victim)) in str(err.value) and "fit" in str(err.value)
+
+
+def test_file_broken_behind_the_scan_cache_raises_naming_it(fitted_on_paths, tmp_path):
+    import shutil
+
+    clf, paths, _ = fitted_on_paths
+    victim = str(shutil.copy(paths[0], tmp_path / "victim.png"))
+    assert clf.predict([victim]).shape == (1,)
+    # Same size and modification time: the cached scan still vouches for it.
+    stat = os.stat(victim)
+    with open(victim, "r+b") as f:
+        f.seek(60)
+        f.write(b"\x00" * (stat.st_size - 80))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ImageFileError, match="victim.png"):
+        clf.predict([paths[1], victim])
+    # Forgotten by the cache: the next call refuses it before predicting.
+    with pytest.raises(ImageFileError, match="cannot be used"):
+        clf.predict([victim])
 
 
 def test_invalid_on_bad_file_and_cache_are_parameter_errors(stripes):

@@ -1,0 +1,259 @@
+"""Fuzzing the file path: mutated image files never reach the user as a raw
+TensorFlow, Pillow or NumPy exception.
+
+Small valid PNG, JPEG, BMP, GIF, TIFF and WebP files are mutated with a seeded
+generator: truncations, cuts that keep the end marker, byte flips in the
+header and in the body, swapped extensions and huge declared sizes. For any
+mutated file, ``load_folder`` + ``fit(on_bad_file="skip")`` + ``predict``
+either work or raise :class:`imgclf.exceptions.InputError` (or a subclass).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FORMATS = ("png", "jpg", "bmp", "gif", "tif", "webp")
+MUTATIONS = ("truncate", "cut_keep_end", "flip_header", "flip_body", "swap_extension", "huge_size")
+
+
+# ---------------------------------------------------------------- sources
+def _picture(rng, side: int) -> np.ndarray:
+    """A smooth picture with some detail, so every format has a real body."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    base = rng.uniform(30, 220, size=3)
+    image = base + 30 * np.stack([np.sin(xx / 2.0), np.cos(yy / 3.0), (xx ^ yy) % 4], -1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def source_files(seed: int = 0) -> list[tuple[str, bytes]]:
+    """Small valid files ``(extension, bytes)`` in every format and several modes."""
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def add(ext, im, **kwargs):
+        buffer = io.BytesIO()
+        im.save(buffer, format={"jpg": "JPEG", "tif": "TIFF"}.get(ext, ext.upper()), **kwargs)
+        out.append((ext, buffer.getvalue()))
+
+    for side in (8, 16, 24):
+        rgb = Image.fromarray(_picture(rng, side))
+        add("png", rgb)
+        add("png", rgb.convert("L"))
+        add("png", rgb.convert("P", palette=Image.ADAPTIVE, colors=16))
+        add("png", rgb.convert("RGBA"))
+        add("jpg", rgb, quality=90)
+        add("jpg", rgb, quality=90, progressive=True)
+        add("jpg", rgb.convert("L"), quality=90)
+        add("bmp", rgb)
+        add("gif", rgb.convert("P", palette=Image.ADAPTIVE, colors=32))
+        add("tif", rgb)
+        add("tif", rgb, compression="tiff_deflate")
+        add("webp", rgb, quality=90)
+    return out
+
+
+# -------------------------------------------------------------- mutations
+_END_MARKERS = {"png": b"IEND\xaeB`\x82", "jpg": b"\xff\xd9", "gif": b";"}
+
+
+def _header_length(ext: str, data: bytes) -> int:
+    """Roughly where the header ends (flips before it hit the header)."""
+    if ext == "png":
+        return 33 + 12  # signature, IHDR and the next chunk's length and type
+    if ext == "jpg":
+        sos = data.find(b"\xff\xda")
+        return sos + 2 if sos > 0 else 64
+    if ext == "bmp":
+        return 54
+    if ext == "gif":
+        return 13 + 3 * 32
+    return min(len(data) // 4, 64)
+
+
+def _huge_size(ext: str, data: bytes, rng) -> bytes:
+    """The same bytes declaring a much larger (or absurd) width and height."""
+    data = bytearray(data)
+    side = int(rng.choice([300, 9_000, 40_000, 65_535, 2**31 - 1]))
+    if ext == "png":
+        data[16:24] = struct.pack(">II", side, side)
+    elif ext == "jpg":
+        for sof in (b"\xff\xc0", b"\xff\xc2"):
+            at = data.find(sof)
+            if at > 0:
+                data[at + 5 : at + 9] = struct.pack(">HH", min(side, 65_535), min(side, 65_535))
+    elif ext == "bmp":
+        data[18:26] = struct.pack("<ii", side, side)
+    elif ext == "gif":
+        small = min(side, 65_535)
+        data[6:10] = struct.pack("<HH", small, small)
+        at = data.find(b",", 13)
+        if at > 0:
+            data[at + 5 : at + 9] = struct.pack("<HH", small, small)
+    elif ext == "tif":
+        endian = "<" if data[:2] == b"II" else ">"
+        (ifd,) = struct.unpack(endian + "I", data[4:8])
+        (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+        for k in range(count):
+            at = ifd + 2 + 12 * k
+            tag, kind = struct.unpack(endian + "HH", data[at : at + 4])
+            if tag in (256, 257):  # ImageWidth, ImageLength
+                if kind == 3:
+                    data[at + 8 : at + 10] = struct.pack(endian + "H", min(side, 65_535))
+                else:
+                    data[at + 8 : at + 12] = struct.pack(endian + "I", side)
+    elif ext == "webp":
+        at = data.find(b"VP8")
+        if at > 0 and data[at : at + 4] == b"VP8 ":
+            data[at + 14 : at + 18] = struct.pack("<HH", side & 0x3FFF, side & 0x3FFF)
+    return bytes(data)
+
+
+def mutate(ext: str, data: bytes, kind: str, rng) -> tuple[str, bytes]:
+    """One mutation of ``data`` (a file of type ``ext``): ``(extension, bytes)``."""
+    n = len(data)
+    if kind == "truncate":
+        return ext, data[: int(rng.integers(1, n))]
+    if kind == "cut_keep_end":
+        start = int(rng.integers(1, n - 1))
+        stop = int(rng.integers(start + 1, n))
+        end = _END_MARKERS.get(ext, data[-8:])
+        body = data[:start] + data[stop:]
+        return ext, body if body.endswith(end) else body + end
+    if kind in ("flip_header", "flip_body"):
+        out = bytearray(data)
+        head = min(_header_length(ext, data), n - 1)
+        low, high = (0, head) if kind == "flip_header" else (head, n)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(low, max(high, low + 1)))
+            out[at] ^= int(rng.integers(1, 256))
+        return ext, bytes(out)
+    if kind == "swap_extension":
+        return str(rng.choice([e for e in FORMATS if e != ext])), data
+    if kind == "huge_size":
+        return ext, _huge_size(ext, data, rng)
+    raise ValueError(kind)
+
+
+def mutated_files(n: int, seed: int):
+    """``n`` seeded mutated files ``(extension, bytes, description)``."""
+    rng = np.random.default_rng(seed)
+    sources = source_files(seed)
+    for i in range(n):
+        k = int(rng.integers(len(sources)))
+        ext, data = sources[k]
+        kind = MUTATIONS[i % len(MUTATIONS)]
+        new_ext, new_data = mutate(ext, data, kind, rng)
+        yield new_ext, new_data, f"case {i}: {kind} of source {k} ({ext}, {len(data)} bytes)"
+
+
+# ------------------------------------------------------------------ tests
+def _stripes(horizontal: bool, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.zeros((16, 16), np.uint8)
+    if horizontal:
+        image[::4, :] = 255
+    else:
+        image[:, ::4] = 255
+    image = np.clip(image + rng.integers(0, 40, image.shape), 0, 255).astype(np.uint8)
+    return np.stack([image, 255 - image, image // 2], -1)
+
+
+def _write_cases(root, n: int, seed: int):
+    """Two class folders, each with 12 good PNGs and half of ``n`` mutated
+    files; returns ``(good paths, mutated paths with their descriptions)``."""
+    good, mutated = [], {}
+    for label, horizontal in (("a", True), ("b", False)):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            path = root / label / f"good{i}.png"
+            Image.fromarray(_stripes(horizontal, seed * 100 + i)).save(path)
+            good.append(str(path))
+    for i, (ext, data, description) in enumerate(mutated_files(n, seed)):
+        path = root / "ab"[i % 2] / f"case{i}.{ext}"
+        path.write_bytes(data)
+        mutated[str(path)] = description
+    return good, mutated
+
+
+def _fit_and_predict(root, n: int, seed: int) -> dict:
+    """load_folder, fit on every file (bad ones left out) and predict each
+    file. Any exception that is not the library's own fails the test."""
+    from imgclf import CNNClassifier, load_folder
+    from imgclf.exceptions import ImageFileError
+
+    good, mutated = _write_cases(root, n, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "left out N files", Pillow's metadata warnings
+        X, y = load_folder(root)
+        kept = set(X)
+        assert set(good) <= kept
+        # fit screens the files itself too: give it every file, bad ones included.
+        everything = sorted(good + list(mutated))
+        labels = [os.path.basename(os.path.dirname(p)) for p in everything]
+        clf = CNNClassifier(
+            epochs=1,
+            filters=4,
+            image_size=12,
+            batch_size=64,
+            validation_fraction=0.0,
+            random_state=0,
+            on_bad_file="skip",
+        ).fit(everything, labels)
+    # Every file the loader kept decodes: all of them predicted in one call.
+    usable = [p for p in mutated if p in kept]
+    if usable:
+        assert clf.predict(usable).shape == (len(usable),)
+    # Every file it left out is refused by predict, by name.
+    refused = [p for p in mutated if p not in kept]
+    for path in refused:
+        with pytest.raises(ImageFileError, match=re.escape(repr(path))):
+            clf.predict([path])
+    return {"cases": len(mutated), "usable": len(usable), "refused": len(refused)}
+
+
+def test_mutated_files_work_or_raise_the_library_error(tmp_path):
+    counts = _fit_and_predict(tmp_path, 300, seed=1)
+    assert counts["cases"] == 300
+    # The mutations must exercise both sides.
+    assert counts["usable"] > 30 and counts["refused"] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 7))
+def test_ten_thousand_mutated_files(tmp_path, seed):
+    counts = _fit_and_predict(tmp_path, 2000, seed=seed)
+    assert counts["cases"] == 2000
+
+
+def test_what_the_check_passes_tensorflow_decodes():
+    """The check that replaces decoding (imgclf.verify) against TensorFlow's
+    own decoders, on mutated JPEG and PNG files: no file it passes fails."""
+    from imgclf import verify
+    from imgclf._backend import get_tf
+
+    tf = get_tf()
+    checked = passed = 0
+    for _ext, data, description in mutated_files(600, seed=11):
+        if data[:3] == b"\xff\xd8\xff":
+            problem, decoder = verify.jpeg_problem(data), tf.io.decode_jpeg
+        elif data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (
+            b"\x08\x00",
+            b"\x08\x02",
+            b"\x08\x06",
+        ):
+            problem, decoder = verify.png_problem(data), tf.io.decode_png
+        else:
+            continue
+        checked += 1
+        if problem is None:
+            passed += 1
+            assert decoder(data).shape[-1] in (1, 3, 4), description
+    assert checked > 150 and passed > 50
