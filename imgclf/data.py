@@ -3,8 +3,8 @@
 every scikit-learn splitter) takes.
 
 Each loader only finds ``(path, label)`` pairs; one core, :func:`_finish`,
-screens the files (:func:`imgclf.scan.screen`: header and end marker, no
-pixel decoding; bad ones left out or rejected) and builds the arrays.
+screens the files (:func:`imgclf.scan.screen`: every file kept is one its
+decoder reads; bad ones left out or rejected) and builds the arrays.
 """
 
 from __future__ import annotations

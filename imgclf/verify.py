@@ -241,6 +241,9 @@ def jpeg_problem(data: bytes) -> str | None:
         prefix = data[: sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")]
         known = _PREFIXES.get(prefix)
         if known is not None:
+            end = _after_entropy_data(data, len(prefix))
+            if end > 0 and data[end + 1] == 0xD9:
+                return None  # the usual case: one scan, then the end-of-image marker
             return _walk(data, len(prefix), _Jpeg(*known), None)
     return _walk(data, 2, _Jpeg(), prefix)
 
