@@ -238,8 +238,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             if not warm:
                 self.model_ = self._build_model(len(classes), seed)
             self.classes_ = classes
-            data = self._training_data(images, y_enc, train, val, seed)
-            with self._naming_bad_files(images, "fit"):
+            with self._naming_bad_files(images, "fit"):  # also decoding into a cache
+                data = self._training_data(images, y_enc, train, val, seed)
                 history = self._train(self.model_, data)
         _GARBAGE["fit_seconds"] += time.perf_counter() - started
         self._record_history(history, warm)
