@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -22,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
 from ._backend import get_keras, get_tf, released_gradient_functions, resolve_seed, seeded
+from ._fitrun import FitRun, collapse_message, restore, snapshot
 from ._params import (
     BOOLEAN,
     NONE,
@@ -37,9 +39,17 @@ from ._params import (
     is_int,
     param,
 )
-from ._validation import Images, check_images, check_targets, class_index, image_size_tuple
+from ._validation import (
+    Images,
+    check_classes_left,
+    check_images,
+    check_predict_range,
+    check_targets,
+    class_index,
+    image_size_tuple,
+)
 from .augment import PRESETS, augmentation_layers
-from .exceptions import InputError
+from .exceptions import InputError, TrainingError
 from .persist import model_from_bytes, model_to_bytes
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
@@ -83,6 +93,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     _default_path_size = (64, 64)
     # imgclf.load accepts only objects that say they are imgclf estimators.
     _imgclf_estimator = True
+    # Whether history_ has a "stage" entry (estimators training in stages).
+    _stage_in_history = False
 
     #: What each parameter accepts (see :mod:`imgclf._params`); subclasses
     #: extend it with ``{**BaseImageClassifier._parameter_rules, ...}``.
@@ -217,12 +229,45 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         imgclf.exceptions.ImageFileError
             For unreadable image files with ``on_bad_file="error"``, or when
             none can be read.
+        imgclf.exceptions.TrainingError
+            When the loss stops being a finite number (training diverged).
 
         See Also
         --------
         predict : labels for new images.
         imgclf.load_folder : ``(paths, labels)`` from a folder per class.
+
+        Notes
+        -----
+        Whatever stops a fit (an error, ``KeyboardInterrupt``) propagates.
+        If it comes before the first epoch has ended, or is a
+        :class:`~imgclf.exceptions.TrainingError`, the estimator is left
+        exactly as it was before this call. Otherwise it keeps the new
+        network with the weights early stopping would have kept so far, its
+        ``classes_`` and the ``history_`` of the epochs that ran, sets
+        ``interrupted_ = True`` and warns.
         """
+        params = self.get_params(deep=False)
+        before = snapshot(self, params)
+        run = FitRun(
+            keep_best=bool(self.early_stopping),
+            min_delta=EARLY_STOPPING_MIN_DELTA,
+            estimator=f"{type(self).__name__}.fit",
+        )
+        self.__dict__["_fit_run"] = run
+        try:
+            return self._fit(X, y)
+        except BaseException as exc:
+            if run.epochs == 0 or isinstance(exc, TrainingError):
+                restore(self, before, params)
+            else:
+                self._keep_interrupted(run, before, exc)
+            raise
+        finally:
+            self.__dict__.pop("_fit_run", None)
+
+    def _fit(self, X, y):
+        """The steps of :meth:`fit`, in order."""
         check_params(self)
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images, y = self._check_data(X, y, reset=not warm)
@@ -243,15 +288,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 history = self._train(self.model_, data)
         _GARBAGE["fit_seconds"] += time.perf_counter() - started
         self._record_history(history, warm)
+        self.interrupted_ = False
+        self._warn_if_diverged(history)
         return self
 
     def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
         """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
         images = check_images(self, X, reset=reset)
         y = check_targets(self, y, len(images))
+        given = images
         images, keep = images.screened(
             on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
         )
+        if len(keep) < len(y):
+            check_classes_left(self, given.paths, y, keep)
         return images, y[keep]
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -415,9 +465,41 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                     restore_best_weights=True,
                 )
             )
+        run = self.__dict__.get("_fit_run")
+        if run is not None:
+            # After the schedule's (which logs the learning rate), before the
+            # user's (so an epoch one of them interrupts still counts).
+            callbacks.append(run.callback(model, monitor))
         callbacks.extend(self.callbacks or ())
         history = model.fit(epochs=epochs, callbacks=callbacks, verbose=self.verbose, **data)
         return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+    def _keep_interrupted(self, run: FitRun, before: dict, exc: BaseException) -> None:
+        """After an epoch has ended, a stopped fit keeps what it learnt: the
+        network with the weights early stopping would have kept so far."""
+        run.restore_kept()
+        history = dict(run.history)
+        if not self._stage_in_history:
+            history.pop("stage", None)
+        self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
+        self.interrupted_ = True
+        kept = "best" if self.early_stopping else "last completed"
+        warnings.warn(
+            f"{type(self).__name__}.fit was stopped by {type(exc).__name__} after "
+            f"{run.epochs} epoch(s). The estimator keeps the new network with the weights of "
+            f"its {kept} epoch (epoch {run.best_epoch}), its classes_ and the history_ of the "
+            "epochs that ran; interrupted_ is True. Call fit again to train to the end.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _warn_if_diverged(self, history: dict) -> None:
+        monitor = "val_loss" if "val_loss" in history else "loss"
+        message = collapse_message(
+            history, len(self.classes_), monitor, keep_best=bool(self.early_stopping)
+        )
+        if message is not None:
+            warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=3)
 
     def _record_history(self, history: dict, warm: bool) -> None:
         if warm and hasattr(self, "history_"):
@@ -440,6 +522,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                     "skimage.color.rgb2gray), refit on RGB images, or fit with color_mode='grayscale' "
                     "to have imgclf convert them."
                 )
+            check_predict_range(self, images.array)
             return images
         images, _ = images.screened(
             on_bad_file="error", source=f"{type(self).__name__}.predict", can_skip=False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,19 +67,30 @@ def _as_paths(X) -> np.ndarray | None:
             return None
         values = list(X.tolist() if hasattr(X, "tolist") else X)
     elif isinstance(X, (list, tuple)):
-        if not X or not all(_is_path(v) for v in X):
+        if not any(_is_path(v) for v in X):
             return None
         values = list(X)
     else:
         return None
     bad = [i for i, v in enumerate(values) if not _is_path(v)]
     if bad:
+        first = values[bad[0]]
+        if hasattr(first, "shape"):
+            shown = f"an array of shape {np.shape(first)}"
+        else:
+            shown = f"{_short_repr(first)} ({type(first).__name__})"
         raise InputError(
-            f"X looks like a list of image paths but item {bad[0]} is "
-            f"{values[bad[0]]!r} ({type(values[bad[0]]).__name__}); every item must be "
-            "a str or os.PathLike."
+            f"X mixes image paths with other items: item {bad[0]} is {shown}"
+            f"{f' ({len(bad)} such items)' if len(bad) > 1 else ''}. Pass either a list of "
+            "paths (every item a str or os.PathLike) or an array of images, not both: to "
+            "combine them, save the arrays as image files, or read the files into an array."
         )
     return np.array([os.fspath(v) for v in values], dtype=object)
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_images(estimator, X, *, reset: bool) -> Images:
@@ -88,6 +100,12 @@ def check_images(estimator, X, *, reset: bool) -> Images:
     if X is None:
         raise InputError(
             f"{name} got X=None; pass images, a 2-D array of flattened images or paths."
+        )
+    if (isinstance(X, (list, tuple)) or getattr(X, "ndim", None) == 1) and len(X) == 0:
+        raise InputError(
+            f"{name} got an empty X (0 images); pass at least one image, file path or "
+            "flattened image. (A folder with no image files in it gives an empty list: check "
+            "the path and the file extensions.)"
         )
     paths = _as_paths(X)
     if paths is not None:
@@ -138,7 +156,28 @@ def check_images(estimator, X, *, reset: bool) -> Images:
             f"X contains NaN or infinite pixel values (first in sample {first}). {name} cannot "
             "learn from them: replace them (e.g. np.nan_to_num) or drop those images."
         )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        _check_float32_range(name, array)
     return Images(array=array)
+
+
+#: The largest float32; imgclf's networks compute in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(name: str, array: np.ndarray) -> None:
+    """Refuse pixel values that become infinite in float32 (the network's type)."""
+    low, high = float(array.min()), float(array.max())
+    if max(-low, high) <= FLOAT32_MAX:
+        return
+    flat = np.abs(array.reshape(len(array), -1))
+    first = int(np.flatnonzero((flat > FLOAT32_MAX).any(axis=1))[0])
+    raise InputError(
+        f"X has pixel values beyond what float32 holds (|value| up to {max(-low, high):.3g}, "
+        f"first in sample {first}; float32 stops at {FLOAT32_MAX:.3g}). {name} computes in "
+        "float32, where they become infinite and training breaks. Rescale the images, e.g. "
+        "X / np.abs(X).max() for values in [-1, 1], or to the usual 0-255 or 0-1."
+    )
 
 
 def _forget_features(estimator) -> None:
@@ -165,6 +204,15 @@ def check_targets(estimator, y, n_samples: int) -> np.ndarray:
             f"{name} requires y to be passed, but the target y is None. Pass one label per image."
         )
     y = column_or_1d(y, warn=True)
+    if y.dtype == object:
+        missing = [i for i, v in enumerate(y.tolist()) if _is_missing(v)]
+        if missing:
+            rows = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise InputError(
+                f"y has {len(missing)} missing label(s) (None or NaN) at position(s) {rows}; "
+                f"{name} needs one label per image. Drop the unlabelled images (and their "
+                "labels), or give them a label."
+            )
     check_classification_targets(y)
     if len(y) != n_samples:
         raise InputError(
@@ -172,6 +220,13 @@ def check_targets(estimator, y, n_samples: int) -> np.ndarray:
             "label per image."
         )
     return y
+
+
+def _is_missing(label) -> bool:
+    """None, NaN (a pandas column's missing value) or pandas's ``NA``."""
+    if label is None or type(label).__name__ == "NAType":
+        return True
+    return isinstance(label, float) and math.isnan(label)
 
 
 def image_size_tuple(image_size) -> tuple[int, int] | None:
@@ -187,3 +242,58 @@ def class_index(classes, labels) -> np.ndarray:
     order), -1 for a label not among them: the one label -> index map."""
     position = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
     return np.array([position.get(label, -1) for label in np.asarray(labels).tolist()], dtype=int)
+
+
+def check_classes_left(estimator, paths, y, keep) -> None:
+    """After bad files were left out of ``fit`` (only ``keep`` remain), say
+    which files took whole classes with them: an error when fewer than 2
+    classes are left, else a warning."""
+    from .scan import describe_bad, scan_files
+
+    name = type(estimator).__name__
+    before = np.unique(y)
+    after = set(np.unique(y[keep]).tolist())
+    lost = [label for label in before.tolist() if label not in after]
+    if not lost:
+        return
+    left_out = np.setdiff1d(np.arange(len(y)), keep)
+    infos = scan_files(paths[left_out])  # cached: no file is read again
+    bad = [
+        (int(i), str(paths[i]), info.problem)
+        for i, info in zip(left_out, infos, strict=True)
+        if y[i] in lost
+    ]
+    files = f"the files left out:\n{describe_bad(bad)}"
+    if len(after) < 2:
+        raise InputError(
+            f"{name} needs at least 2 classes in y, but after leaving out image files that "
+            f"cannot be used only {sorted(after)} remain(s) of {before.tolist()}; {files}\n"
+            "Fix or replace those files (check the paths), or remove their classes from y."
+        )
+    warnings.warn(
+        f"{name}.fit: classes {lost} have no usable image left and are not learnt "
+        f"(classes_ lacks them); {files}",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def check_predict_range(estimator, array: np.ndarray) -> None:
+    """Warn, once per call, when pixels lie far (more than the training range's
+    width) outside the range seen in ``fit``: the network has never seen such
+    values and its answers mean little."""
+    low, high = getattr(estimator, "input_range_", (None, None))
+    if low is None or not array.size:
+        return
+    span = (high - low) or 1.0
+    seen_low, seen_high = float(array.min()), float(array.max())
+    if seen_low >= low - span and seen_high <= high + span:
+        return
+    warnings.warn(
+        f"{type(estimator).__name__}.predict: X has pixel values from {seen_low:.4g} to "
+        f"{seen_high:.4g}, far outside the range the network was trained on ({low:.4g} to "
+        f"{high:.4g}, input_range_); its predictions for them mean little. Scale X as the "
+        "training images were (e.g. uint8 0-255, or floats 0-1).",
+        UserWarning,
+        stacklevel=5,
+    )

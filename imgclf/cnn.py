@@ -105,6 +105,10 @@ class CNNClassifier(BaseImageClassifier):
     history_ : dict of str to list of float
         Per-epoch training metrics (``loss``, ``accuracy``, ``val_loss``,
         ``val_accuracy``).
+    interrupted_ : bool
+        True when the last fit was stopped by an error or ``KeyboardInterrupt``
+        after its first epoch: the network then holds the best weights reached
+        so far and ``history_`` the epochs that ran (see :meth:`fit`).
     image_size_ : (int, int)
         Height and width the network takes.
     n_channels_ : int

@@ -13,6 +13,7 @@ __all__ = [
     "ModelFileError",
     "InconsistentVersionWarning",
     "UnsavedParameterWarning",
+    "TrainingError",
 ]
 
 
@@ -37,3 +38,12 @@ class InconsistentVersionWarning(UserWarning):
 class UnsavedParameterWarning(UserWarning):
     """A parameter holds an object that cannot be saved without pickling (a
     callback, a custom layer, a ``keras.Model``); it is saved as its default."""
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong although every input passed its checks (the loss
+    stopped being a number); the message names the epoch and the likely fixes.
+
+    A ``RuntimeError``, not an :class:`InputError`: no single argument is
+    wrong, and the same data may train well at another learning rate.
+    """

@@ -133,6 +133,10 @@ class TransferClassifier(BaseImageClassifier):
         fine-tune epochs.
     batch_size_ : int
         The batch size used in the last fit.
+    interrupted_ : bool
+        True when the last fit was stopped by an error or ``KeyboardInterrupt``
+        after its first epoch: the network then holds the best weights reached
+        so far (see :meth:`fit`).
     image_size_ : (int, int)
         Height and width the network takes.
     n_channels_ : int
@@ -159,6 +163,7 @@ class TransferClassifier(BaseImageClassifier):
     # random happens before the backbone; benchmarks turn this off to time the
     # plain approach (the whole network, every epoch).
     _fast_frozen_stage = True
+    _stage_in_history = True
 
     def __init__(
         self,
