@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import pipeline
 from ._backend import get_keras, get_tf, released_gradient_functions, resolve_seed, seeded
+from ._checkpoint import data_fingerprint, params_fingerprint
 from ._fitrun import FitRun, collapse_message, restore, snapshot
 from ._params import (
     BOOLEAN,
@@ -130,6 +131,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "callbacks": param(
             NONE, Rule(_is_callback_list, "a list of keras.callbacks.Callback objects")
         ),
+        "checkpoint": param(NONE, PATH, expected="None or a file path"),
         "on_bad_file": param(
             Options(*ON_BAD_FILE), expected=ON_BAD_FILE_MEANING, suggest=ON_BAD_FILE
         ),
@@ -253,27 +255,32 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             keep_best=bool(self.early_stopping),
             min_delta=EARLY_STOPPING_MIN_DELTA,
             estimator=f"{type(self).__name__}.fit",
+            checkpoint=self.checkpoint,
         )
         self.__dict__["_fit_run"] = run
         try:
-            return self._fit(X, y)
+            self._fit(X, y)
         except BaseException as exc:
-            if run.epochs == 0 or isinstance(exc, TrainingError):
+            if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
             else:
                 self._keep_interrupted(run, before, exc)
             raise
         finally:
             self.__dict__.pop("_fit_run", None)
+        run.finished()
+        return self
 
     def _fit(self, X, y):
         """The steps of :meth:`fit`, in order."""
         check_params(self)
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images, y = self._check_data(X, y, reset=not warm)
+        self._open_checkpoint(images, y)
         classes, y_enc = self._encode_labels(y, warm)
         self._set_input_spec(images, warm)
-        seed = resolve_seed(self.random_state)
+        # A resumed fit keeps its first seed: the same hold-out, the same weights.
+        seed = self.__dict__["_fit_run"].seed_for(resolve_seed(self.random_state))
         if not warm:
             self._release_network()
         started = time.perf_counter()
@@ -285,6 +292,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = classes
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
                 data = self._training_data(images, y_enc, train, val, seed)
+                self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
         _GARBAGE["fit_seconds"] += time.perf_counter() - started
         self._record_history(history, warm)
@@ -303,6 +311,17 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         if len(keep) < len(y):
             check_classes_left(self, given.paths, y, keep)
         return images, y[keep]
+
+    def _open_checkpoint(self, images: Images, y) -> None:
+        """With ``checkpoint``: resume from the file if it was written for these
+        parameters and data; any other file is warned about and replaced."""
+        if self.checkpoint is None:
+            return
+        message = self.__dict__["_fit_run"].open_checkpoint(
+            params_fingerprint(self.get_params(deep=False)), data_fingerprint(images, y)
+        )
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=4)
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, y as indices into classes)``; needs two classes or more."""
@@ -466,13 +485,24 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 )
             )
         run = self.__dict__.get("_fit_run")
+        initial_epoch, earlier = 0, {}
         if run is not None:
+            recorder, initial_epoch, earlier = run.start_stage(model, monitor, callbacks)
+            if recorder is None:  # completed before, by the fit the checkpoint is from
+                return earlier
             # After the schedule's (which logs the learning rate), before the
             # user's (so an epoch one of them interrupts still counts).
-            callbacks.append(run.callback(model, monitor))
+            callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
-        history = model.fit(epochs=epochs, callbacks=callbacks, verbose=self.verbose, **data)
-        return {k: [float(v) for v in values] for k, values in history.history.items()}
+        history = model.fit(
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=self.verbose,
+            **data,
+        )
+        history = {k: [float(v) for v in values] for k, values in history.history.items()}
+        return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 
     def _keep_interrupted(self, run: FitRun, before: dict, exc: BaseException) -> None:
         """After an epoch has ended, a stopped fit keeps what it learnt: the

@@ -17,8 +17,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+
+import numpy as np
 
 from ._backend import get_keras
+from ._checkpoint import read as read_checkpoint
+from ._checkpoint import remove as remove_checkpoint
+from ._checkpoint import write as write_checkpoint
 from .exceptions import TrainingError
 
 #: A fit whose kept loss is no better than guessing (``log(n_classes)``) after
@@ -38,34 +44,137 @@ class FitRun:
         stopping on); otherwise those of the last completed epoch.
     min_delta : float
         Improvements smaller than this do not count (as for early stopping).
+    estimator : str
+        How messages name the fit, e.g. ``"CNNClassifier.fit"``.
+    checkpoint : str, optional
+        The file the run writes at the end of every epoch (see
+        :mod:`imgclf._checkpoint`) and may resume from.
     """
 
-    def __init__(self, *, keep_best: bool, min_delta: float, estimator: str = "fit"):
+    def __init__(
+        self, *, keep_best: bool, min_delta: float, estimator: str = "fit", checkpoint=None
+    ):
         self.keep_best = keep_best
         self.min_delta = min_delta
         self.estimator = estimator
+        self.path = None if checkpoint is None else os.fspath(checkpoint)
         self.history: dict[str, list[float]] = {}
-        self.epochs = 0  # epochs completed in this fit, every stage together
+        self.epochs = 0  # epochs in this fit's history (resumed ones included)
+        self.new_epochs = 0  # epochs this call has completed itself
         self.stage = 0
+        self.stage_epochs = 0
         self.best = math.inf
         self.best_epoch = 0
         self.kept = None  # (model, weights) the estimator keeps if training stops now
+        self.network = None  # the whole network (a stage may train only its head)
+        self.start = None  # the network's weights when the current stage began
+        self.fingerprints: dict = {}
+        self.resume = None  # (meta, arrays) of the checkpoint this fit resumes from
 
-    def callback(self, model, monitor: str):
-        """The Keras callback recording one stage that trains ``model``."""
+    # ----------------------------------------------------------- checkpoint
+    def open_checkpoint(self, params_fingerprint: str, data_fingerprint: str) -> str | None:
+        """Decide whether to resume from the checkpoint file; returns a warning's
+        text when a file is there but cannot be resumed from."""
+        if self.path is None:
+            return None
+        self.fingerprints = {"params": params_fingerprint, "data": data_fingerprint}
+        if not os.path.exists(self.path):
+            return None
+        found = read_checkpoint(self.path)
+        if isinstance(found, str):
+            reason = found
+        elif found[0].get("params") != params_fingerprint:
+            reason = "it was written by a fit with other parameters"
+        elif found[0].get("data") != data_fingerprint:
+            reason = "it was written by a fit on other data (X or y differ)"
+        else:
+            self.resume = found
+            meta = found[0]
+            self.history = {k: list(v) for k, v in meta["history"].items()}
+            self.epochs = meta["epochs"]
+            return None
+        return (
+            f"{self.estimator}: not resuming from checkpoint={self.path!r}: {reason}. "
+            "Training from the start; the file is replaced at the end of the first epoch."
+        )
+
+    def seed_for(self, seed: int) -> int:
+        """The fit's seed: the checkpoint's when resuming, else ``seed``."""
+        if self.resume is not None:
+            seed = int(self.resume[0]["seed"])
+        self.fingerprints["seed"] = seed
+        return seed
+
+    def _write(self, model, callbacks, *, complete: bool) -> None:
+        meta = {
+            **self.fingerprints,
+            "stage": self.stage,
+            "stage_epochs": self.stage_epochs,
+            "complete": complete,
+            "epochs": self.epochs,
+            "history": self.history,
+            "best": self.best if math.isfinite(self.best) else None,
+            "best_epoch": self.best_epoch,
+            "callbacks": _callback_state(callbacks, model),
+        }
+        arrays = {"latest": self.network.get_weights()}
+        if self.kept is not None:
+            arrays["kept"] = self.kept[1]
+        if self.start is not None:
+            arrays["start"] = self.start
+        write_checkpoint(self.path, meta, arrays)
+
+    def finished(self) -> None:
+        """The fit ended normally: its checkpoint has served (as Keras's
+        ``BackupAndRestore`` does, the file goes)."""
+        if self.path is not None:
+            remove_checkpoint(self.path)
+
+    # --------------------------------------------------------------- stages
+    def start_stage(self, model, monitor: str, callbacks: list):
+        """Begin a training stage of ``model``: returns ``(recorder, initial_epoch,
+        earlier)``, where ``recorder`` is None when the checkpoint says the
+        stage was completed before (the network then holds its result) and
+        ``earlier`` is the stage's history from the checkpoint."""
         self.stage += 1
+        self.stage_epochs = 0
         if self.kept is not None:
             # An earlier stage ended normally, so ``model`` (the whole network)
             # now holds what that stage chose: that is the fallback until this
             # stage does better.
             self.kept = (model, model.get_weights())
-        return _recorder_class()(self, monitor)
+        if self.path is not None and self.stage > 1:
+            self.start = self.network.get_weights()
+        recorder = _recorder_class()(self, monitor, callbacks)
+        if self.resume is None:
+            return recorder, 0, {}
+        meta, arrays = self.resume
+        earlier = _stage_history(meta["history"], self.stage)
+        if self.stage < meta["stage"] or meta["complete"]:
+            if self.stage == meta["stage"] - 1:
+                self.network.set_weights(arrays["start"])
+            elif self.stage == meta["stage"]:
+                self.network.set_weights(arrays["latest"])
+                self.resume = None
+            self.kept = (model, model.get_weights())
+            return None, 0, earlier
+        self.network.set_weights(arrays["latest"])
+        if "kept" in arrays:
+            self.kept = (model, arrays["kept"])
+        self.best = math.inf if meta["best"] is None else meta["best"]
+        self.best_epoch = meta["best_epoch"]
+        self.stage_epochs = meta["stage_epochs"]
+        recorder.resumed = meta["callbacks"]
+        self.resume = None
+        return recorder, self.stage_epochs, earlier
 
-    def epoch_ended(self, model, monitor: str, logs: dict) -> None:
+    def epoch_ended(self, model, monitor: str, logs: dict, callbacks: list) -> None:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         self.history.setdefault("stage", []).append(float(self.stage))
         self.epochs += 1
+        self.new_epochs += 1
+        self.stage_epochs += 1
         broken = [
             f"{key}={float(logs[key])}"
             for key in ("loss", "val_loss")
@@ -86,12 +195,54 @@ class FitRun:
         if self.kept is None or improved or not self.keep_best:
             self.kept = (model, model.get_weights())
             self.best_epoch = self.epochs
+        if self.path is not None:
+            self._write(model, callbacks, complete=False)
+
+    def stage_ended(self, model, callbacks: list) -> None:
+        if self.path is not None:
+            self._write(model, callbacks, complete=True)
 
     def restore_kept(self) -> None:
         """Put the kept weights back (training stopped mid-epoch)."""
         if self.kept is not None:
             model, weights = self.kept
             model.set_weights(weights)
+
+
+def _stage_history(history: dict, stage: int) -> dict:
+    """The epochs of one stage in a whole-fit history, without its "stage" entry."""
+    stages = history.get("stage", [])
+    rows = [i for i, s in enumerate(stages) if s == stage]
+    return {k: [v[i] for i in rows] for k, v in history.items() if k != "stage" and rows}
+
+
+# The state of the schedule and early-stopping callbacks a resumed stage carries on.
+_CALLBACK_FIELDS = ("wait", "best", "best_epoch", "cooldown_counter")
+
+
+def _callback_state(callbacks: list, model) -> dict:
+    state = {}
+    for cb in callbacks:
+        name = type(cb).__name__
+        if name in ("EarlyStopping", "ReduceLROnPlateau"):
+            fields = {k: float(getattr(cb, k)) for k in _CALLBACK_FIELDS if hasattr(cb, k)}
+            state[name] = {k: (v if math.isfinite(v) else None) for k, v in fields.items()}
+    state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
+    return state
+
+
+def _restore_callback_state(callbacks: list, model, state: dict, kept) -> None:
+    for cb in callbacks:
+        fields = state.get(type(cb).__name__)
+        if fields is None:
+            continue
+        for key, value in fields.items():
+            if value is None:
+                value = math.inf if key == "best" else 0
+            setattr(cb, key, value if key == "best" else int(value))
+        if type(cb).__name__ == "EarlyStopping" and kept is not None:
+            cb.best_weights = kept
+    model.optimizer.learning_rate = state["learning_rate"]
 
 
 _RECORDER: list = []
@@ -103,13 +254,24 @@ def _recorder_class():
         keras = get_keras()
 
         class EpochRecorder(keras.callbacks.Callback):
-            def __init__(self, run: FitRun, monitor: str):
+            def __init__(self, run: FitRun, monitor: str, callbacks: list):
                 super().__init__()
                 self.run = run
                 self.monitor = monitor
+                self.callbacks = callbacks  # the stage's, for their state
+                self.resumed = None
+
+            def on_train_begin(self, logs=None):
+                # After early stopping's and the schedule's own (which reset them).
+                if self.resumed is not None:
+                    kept = self.run.kept[1] if self.run.kept is not None else None
+                    _restore_callback_state(self.callbacks, self.model, self.resumed, kept)
 
             def on_epoch_end(self, epoch, logs=None):
-                self.run.epoch_ended(self.model, self.monitor, dict(logs or {}))
+                self.run.epoch_ended(self.model, self.monitor, dict(logs or {}), self.callbacks)
+
+            def on_train_end(self, logs=None):
+                self.run.stage_ended(self.model, self.callbacks)
 
         _RECORDER.append(EpochRecorder)
     return _RECORDER[0]

@@ -80,6 +80,14 @@ class CNNClassifier(BaseImageClassifier):
         (fast epochs, ``n * h * w * c`` bytes); a folder decodes them once
         into a ``.npy`` file there, reused by later fits on the same files
         (cross-validation, grid search) and read back by memory map.
+    checkpoint : str or path, optional
+        A file where ``fit`` saves its progress at the end of every epoch
+        (atomically). A ``fit`` that finds the file written for the same
+        parameters (``callbacks`` and ``verbose`` aside) and the same data
+        resumes from it: ``history_`` continues and the epochs already done
+        count toward ``epochs``. Any other file is replaced, with a warning.
+        The file is removed when ``fit`` ends normally. See "Resuming a long
+        fit" in the training guide.
     filters : int, default=32
         Width of the first stage; each further stage doubles it (at most 512).
     depth : int, optional
@@ -159,6 +167,7 @@ class CNNClassifier(BaseImageClassifier):
         callbacks=None,
         on_bad_file: str = "skip",
         cache=None,
+        checkpoint=None,
         filters: int = 32,
         depth: int | None = None,
         dropout: float = 0.3,
@@ -180,6 +189,7 @@ class CNNClassifier(BaseImageClassifier):
         self.callbacks = callbacks
         self.on_bad_file = on_bad_file
         self.cache = cache
+        self.checkpoint = checkpoint
         self.filters = filters
         self.depth = depth
         self.dropout = dropout

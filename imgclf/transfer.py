@@ -108,6 +108,14 @@ class TransferClassifier(BaseImageClassifier):
     cache : None, "memory" or path, default=None
         For file paths: decode them every epoch, once into memory, or once
         into a folder. See :class:`CNNClassifier`.
+    checkpoint : str or path, optional
+        A file where ``fit`` saves its progress at the end of every epoch
+        (atomically). A ``fit`` that finds the file written for the same
+        parameters (``callbacks`` and ``verbose`` aside) and the same data
+        resumes from it: ``history_`` continues and the epochs already done
+        count toward ``epochs``. Any other file is replaced, with a warning.
+        The file is removed when ``fit`` ends normally. See "Resuming a long
+        fit" in the training guide.
     dropout : float, default=0.2
         Dropout rate before the new softmax layer.
     fine_tune_epochs : int, default=0
@@ -186,6 +194,7 @@ class TransferClassifier(BaseImageClassifier):
         callbacks=None,
         on_bad_file: str = "skip",
         cache=None,
+        checkpoint=None,
         dropout: float = 0.2,
         fine_tune_epochs: int = 0,
         fine_tune_layers=0.25,
@@ -209,6 +218,7 @@ class TransferClassifier(BaseImageClassifier):
         self.callbacks = callbacks
         self.on_bad_file = on_bad_file
         self.cache = cache
+        self.checkpoint = checkpoint
         self.dropout = dropout
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_layers = fine_tune_layers

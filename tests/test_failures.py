@@ -290,3 +290,35 @@ def test_missing_files_that_empty_a_class_warn(tmp_path):
     assert any("left out 1 of 9" in m for m in messages)  # the screen's warning
     assert any("classes ['fox'] have no usable image" in m and "gone.png" in m for m in messages)
     assert clf.classes_.tolist() == ["cat", "dog"]
+
+
+# ------------------------------------------------------------- checkpoints
+def test_checkpoint_resumes_an_interrupted_fit(ten_and_five, tmp_path):
+    _, _, X5, y5 = ten_and_five
+    path = tmp_path / "run.ckpt"
+    params = dict(epochs=4, early_stopping=False, checkpoint=path, **TINY)
+    whole = CNNClassifier(**{**params, "checkpoint": None}).fit(X5, y5)
+    clf = CNNClassifier(**params, callbacks=[_stopper(epoch=2, batch=1)])
+    with pytest.warns(UserWarning, match="after 2 epoch"), pytest.raises(KeyboardInterrupt):
+        clf.fit(X5, y5)
+    assert path.exists()
+    first = clf.history_
+
+    again = CNNClassifier(**params).fit(X5, y5)  # a new process would do the same
+    assert len(again.history_["loss"]) == len(whole.history_["loss"]) == 4
+    assert again.history_["loss"][:2] == first["loss"]
+    assert again.interrupted_ is False and not path.exists()
+
+
+def test_checkpoint_for_other_parameters_or_data_starts_afresh(ten_and_five, tmp_path):
+    _, _, X5, y5 = ten_and_five
+    path = tmp_path / "run.ckpt"
+    params = dict(epochs=3, early_stopping=False, checkpoint=path, **TINY)
+    with pytest.warns(UserWarning), pytest.raises(KeyboardInterrupt):
+        CNNClassifier(**params, callbacks=[_stopper(epoch=1, batch=1)]).fit(X5, y5)
+    with pytest.warns(UserWarning, match="other data") as record:
+        clf = CNNClassifier(**params).fit(X5[:-1], y5[:-1])
+    assert len(clf.history_["loss"]) == 3 and len(record) == 1
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be read as an imgclf checkpoint"):
+        CNNClassifier(**{**params, "epochs": 1}).fit(X5, y5)
