@@ -529,7 +529,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             history, len(self.classes_), monitor, keep_best=bool(self.early_stopping)
         )
         if message is not None:
-            warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=3)
+            warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=4)
 
     def _record_history(self, history: dict, warm: bool) -> None:
         if warm and hasattr(self, "history_"):
