@@ -526,7 +526,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
         message = collapse_message(
-            history, len(self.classes_), monitor, keep_best=bool(self.early_stopping)
+            history,
+            len(self.classes_),
+            monitor,
+            keep_best=bool(self.early_stopping),
+            weighted=self.class_weight is not None,
         )
         if message is not None:
             warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=4)

@@ -301,13 +301,17 @@ def restore(estimator, saved: dict, params) -> None:
         estimator.model_.set_weights(saved["weights"])
 
 
-def collapse_message(history: dict, n_classes: int, monitor: str, keep_best: bool):
+def collapse_message(
+    history: dict, n_classes: int, monitor: str, keep_best: bool, weighted: bool = False
+):
     """A warning's text when a finished fit diverged into a useless network,
     else None: its kept loss is no better than guessing while some epoch's
     loss blew far past it (``learning_rate=1e4`` on digits: the loss stays
-    finite, in the thousands, and every image gets one class)."""
+    finite, in the thousands, and every image gets one class). With class
+    weights (``weighted``) the training loss is scaled by them, so only the
+    hold-out's loss, which Keras leaves unweighted, is compared."""
     values = history.get(monitor) or []
-    losses = history.get("loss") or []
+    losses = history.get("val_loss" if weighted else "loss") or []
     if not values or not losses:
         return None
     kept = min(values) if keep_best else values[-1]
@@ -315,9 +319,10 @@ def collapse_message(history: dict, n_classes: int, monitor: str, keep_best: boo
     worst = max(losses)
     if kept < chance or worst <= DIVERGED_LOSS_FACTOR * chance:
         return None
+    which = "hold-out" if weighted else "training"
     return (
         f"training diverged: the {monitor} of the network kept is {kept:.4g}, no better than "
-        f"guessing among {n_classes} classes ({chance:.3g}), and the training loss reached "
+        f"guessing among {n_classes} classes ({chance:.3g}), and the {which} loss reached "
         f"{worst:.4g}. Its predictions are not to be trusted. Likely fixes: 1. a smaller "
         "learning_rate (e.g. 10 times smaller); 2. images in a usual pixel scale (uint8 0-255 "
         "or floats 0-1)."
