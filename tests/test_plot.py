@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 
 from PIL import Image  # noqa: E402
 
-from imgclf import CNNClassifier, plot  # noqa: E402
+from imgclf import CNNClassifier, explain, plot  # noqa: E402
 from imgclf.exceptions import InputError  # noqa: E402
 
 
@@ -167,7 +167,7 @@ def test_grad_cam_nested_backbone(fitted, data, pooling_inside):
     np.testing.assert_allclose(proba, expected, atol=1e-5)
     assert heat.shape == (6, *fitted.image_size_)
     assert np.all(heat.reshape(6, -1).max(axis=1) > 0.99)
-    _, name = plot._gradcam_parts(est.model_, None)
+    _, name = explain._forward(est.model_, None)
     assert name == ("backbone/inner_relu" if pooling_inside else "backbone")
 
 
@@ -201,7 +201,7 @@ def test_grad_cam_on_a_transfer_classifier(tmp_path):
     clf = TransferClassifier(
         backbone="mobilenet_v3_small", weights=None, image_size=32, epochs=1, random_state=0
     ).fit(X, y)
-    _, name = plot._gradcam_parts(clf.model_, None)
+    _, name = explain._forward(clf.model_, None)
     assert name == "backbone"
     heat, proba = plot.grad_cam(clf, X[:4])
     assert heat.shape == (4, 32, 32)
