@@ -5,7 +5,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from imgclf import CNNClassifier
 
 # Checks a neural network cannot pass by design, each with the reason.
-EXPECTED_FAILED_CHECKS = {}
+EXPECTED_FAILED_CHECKS = {
+    # The check wants predict_proba equal to rtol 1e-7 when the samples come in
+    # another order. A float32 network on oneDNN agrees to about 1 ulp (3e-8
+    # seen here): its kernels block and sum a batch differently depending on
+    # the batch's composition and on thread scheduling, so on a loaded machine
+    # two probabilities out of 60 differed in the 8th digit. The original code
+    # fails it the same way here; it passes on a quiet machine.
+    "check_methods_sample_order_invariance": "float32 results agree to ~1 ulp, not 1e-7",
+}
 
 
 def _tiny():
