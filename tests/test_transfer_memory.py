@@ -1,0 +1,231 @@
+"""TransferClassifier(memory=...): backbone features cached per image across fits.
+
+A tiny network with fixed weights serves as the backbone (one convolution,
+any input size), so each fit takes a second or two.
+"""
+
+import errno
+import multiprocessing
+import os
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+
+from imgclf import TransferClassifier, featcache
+from imgclf._backend import get_keras
+from imgclf.exceptions import InputError
+from imgclf.featcache import FeatureCacheWarning, FeatureStore
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone():
+    keras = get_keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, x)
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """How many images the backbone ran over, fit by fit (one count per call)."""
+    counts = []
+    original = TransferClassifier._computed_features
+
+    def counting(self, extractor, images, y):
+        counts.append(len(images))
+        return original(self, extractor, images, y)
+
+    monkeypatch.setattr(TransferClassifier, "_computed_features", counting)
+    return counts
+
+
+def _clf(backbone, **params):
+    defaults = dict(backbone=backbone, epochs=3, batch_size=32, random_state=0)
+    return TransferClassifier(**{**defaults, **params})
+
+
+def _cache_files(root):
+    return [
+        os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".f32")
+    ]
+
+
+def test_second_fit_reads_every_feature_and_trains_the_same(
+    tiny_backbone, small_digits, computed, tmp_path
+):
+    X, y = small_digits[0][:120], small_digits[1][:120]
+    plain = _clf(tiny_backbone, dropout=0.1).fit(X, y)
+    assert sum(computed) == 120  # training and validation images, once each
+    computed.clear()
+
+    _clf(tiny_backbone, dropout=0.3, memory=str(tmp_path)).fit(X, y)
+    assert sum(computed) == 120
+    assert len(_cache_files(tmp_path)) == 120
+    computed.clear()
+
+    # Another head setting: every feature comes from memory.
+    again = _clf(tiny_backbone, dropout=0.1, memory=str(tmp_path)).fit(X, y)
+    assert computed == []
+    assert again.history_["loss"] == plain.history_["loss"]
+    np.testing.assert_array_equal(again.predict_proba(X[:20]), plain.predict_proba(X[:20]))
+
+
+def test_predict_never_reads_the_cache(tiny_backbone, small_digits, tmp_path, monkeypatch):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    clf = _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y)
+    monkeypatch.setattr(FeatureStore, "get", lambda *a: pytest.fail("predict read the cache"))
+    assert clf.predict(X[:5]).shape == (5,)
+
+
+def test_folds_and_candidates_share_features(tiny_backbone, small_digits, computed, tmp_path):
+    X, y = small_digits[0][:90], small_digits[1][:90]
+    memory = joblib.Memory(str(tmp_path), verbose=0)
+    grid = {"dropout": [0.0, 0.2]}
+    GridSearchCV(_clf(tiny_backbone, memory=memory), grid, cv=3, refit=False).fit(X, y)
+    # Each image ran through the backbone once, whichever folds it fell in.
+    assert sum(computed) == 90
+
+
+@pytest.mark.slow
+def test_search_with_memory_scores_as_without(tiny_backbone, small_digits, tmp_path):
+    X, y = small_digits[0][:150], small_digits[1][:150]
+    grid = {"dropout": [0.0, 0.3], "learning_rate": [1e-3, 1e-2]}
+    searches = [
+        GridSearchCV(_clf(tiny_backbone, memory=memory), grid, cv=3).fit(X, y)
+        for memory in (None, str(tmp_path), str(tmp_path))  # without, cold, warm
+    ]
+    plain = searches[0]
+    for search in searches[1:]:
+        np.testing.assert_allclose(
+            search.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"], atol=1e-6
+        )
+        assert search.best_params_ == plain.best_params_
+
+
+def test_changed_file_or_size_is_computed_again(tiny_backbone, small_digits, computed, tmp_path):
+    from PIL import Image
+
+    X, y = small_digits
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for i in range(30):
+        paths.append(str(folder / f"{i}.png"))
+        Image.fromarray(X[i, ..., 0]).save(paths[-1])
+    memory = str(tmp_path / "memory")
+    _clf(tiny_backbone, memory=memory, image_size=8).fit(paths, y[:30])
+    assert sum(computed) == 30
+    computed.clear()
+
+    # Rewrite one file with another image (same size, new modification time).
+    Image.fromarray(X[40, ..., 0]).save(paths[7])
+    stat = os.stat(paths[7])
+    os.utime(paths[7], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    cached = _clf(tiny_backbone, memory=memory, image_size=8).fit(paths, y[:30])
+    assert computed == [1]
+    fresh = _clf(tiny_backbone, image_size=8).fit(paths, y[:30])
+    # Stale features would move the head far more than batch-order rounding.
+    np.testing.assert_allclose(cached.predict_proba(paths), fresh.predict_proba(paths), atol=1e-6)
+    computed.clear()
+
+    _clf(tiny_backbone, memory=memory, image_size=12).fit(paths, y[:30])
+    assert sum(computed) == 30
+
+
+def test_other_weights_are_computed_again(tiny_backbone, small_digits, computed, tmp_path):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    for seed in (0, 1):  # weights=None: the seed draws the backbone's weights
+        _clf(tiny_backbone, weights=None, random_state=seed, memory=str(tmp_path)).fit(X, y)
+    assert sum(computed) == 120
+    computed.clear()
+    with pytest.warns(FeatureCacheWarning, match="random_state=None"):
+        _clf(tiny_backbone, weights=None, random_state=None, memory=str(tmp_path)).fit(X, y)
+    assert sum(computed) == 60
+    assert len(_cache_files(tmp_path)) == 120  # nothing stored for a one-off backbone
+
+
+def test_foreign_files_warn_and_are_replaced(tiny_backbone, small_digits, computed, tmp_path):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    expected = _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y).predict_proba(X)
+    files = _cache_files(tmp_path)
+    for i, path in enumerate(files):
+        with open(path, "r+b") as f:
+            if i % 2:
+                f.seek(8)
+                f.write((featcache.FORMAT + 1).to_bytes(4, "little"))  # another version
+            else:
+                f.truncate(30)  # damaged
+    computed.clear()
+    with pytest.warns(FeatureCacheWarning, match="did not write"):
+        clf = _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y)
+    assert sum(computed) == 60
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    computed.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureCacheWarning)
+        _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y)  # replaced: all good again
+    assert computed == []
+
+
+def test_unusable_memory_warns_and_fits(tiny_backbone, small_digits, tmp_path, monkeypatch):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    expected = _clf(tiny_backbone).fit(X, y).predict_proba(X)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(FeatureCacheWarning, match="cannot hold the feature cache"):
+        clf = _clf(tiny_backbone, memory=str(blocker / "memory")).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.warns(FeatureCacheWarning, match="No space left"):
+        clf = _clf(tiny_backbone, memory=str(tmp_path / "memory")).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    assert _cache_files(tmp_path / "memory") == []  # no temporary file left behind
+
+
+def test_memory_parameter_values(tiny_backbone, small_digits, tmp_path):
+    X, y = small_digits[0][:40], small_digits[1][:40]
+    _clf(tiny_backbone, memory=joblib.Memory(None, verbose=0)).fit(X, y)  # no cache
+    _clf(tiny_backbone, memory=joblib.Memory(tmp_path, verbose=0)).fit(X, y)
+    assert len(_cache_files(tmp_path)) == 40
+    with pytest.raises(InputError, match=r"memory=3: expected None .*joblib.Memory"):
+        _clf(tiny_backbone, memory=3).fit(X, y)
+
+
+# ------------------------------------------------------------ the store alone
+def _writer(root, network, keys, rows, rounds):
+    store = FeatureStore.open(root, network)
+    for _ in range(rounds):
+        store.put(keys, rows)
+
+
+def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
+    root, network = str(tmp_path), bytes(range(16))
+    keys = featcache.array_keys(np.arange(200 * 4, dtype=np.int32).reshape(200, 2, 2, 1))
+    rows = np.random.default_rng(0).normal(size=(200, 576)).astype(np.float32)
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_writer, args=(root, network, keys, rows, 5)) for _ in range(3)
+    ]
+    for w in workers:
+        w.start()
+    reader = FeatureStore.open(root, network)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureCacheWarning)  # as a partial file would
+        while any(w.is_alive() for w in workers):
+            found, _ = reader.get(keys)
+            for got, row in zip(found, rows, strict=True):
+                assert got is None or np.array_equal(got, row)
+    assert all(w.exitcode == 0 for w in workers)
+    found, length = reader.get(keys)
+    assert length == 576 and all(np.array_equal(g, r) for g, r in zip(found, rows, strict=True))
+    assert sorted(os.listdir(reader.folder)) == sorted(k.hex() + ".f32" for k in keys)
+    first = os.path.join(reader.folder, keys[0].hex() + ".f32")
+    assert os.path.getsize(first) == featcache.bytes_per_image(576)
