@@ -25,7 +25,8 @@ def tiny_backbone():
     keras = get_keras()
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, None, 1))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # a backbone takes pixels in 0-255
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     return keras.Model(inputs, x)
 
 
