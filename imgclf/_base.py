@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from . import pipeline
+from . import decode, inference, pipeline
 from ._backend import get_keras, get_tf, released_gradient_functions, resolve_seed, seeded
 from ._checkpoint import data_fingerprint, params_fingerprint
 from ._fitrun import FitRun, collapse_message, restore, snapshot
@@ -140,6 +140,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             Options("memory"),
             PATH,
             expected="None (stream from disk), 'memory' or a folder path",
+        ),
+        "tta": param(
+            Integer(0),
+            expected="an integer >= 0: 0 predicts on the images as given, n averages over "
+            "them and n - 1 flipped or shifted views",
         ),
     }
 
@@ -625,10 +630,50 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         predict : the most probable class of each image.
         """
         check_is_fitted(self)
+        views = self._tta_views()
         images = self._check_predict_images(X)
+        shape = (*self.image_size_, self.n_channels_)
+        if len(views) == 1 and (
+            images.array is None or len(images) > inference.DIRECT_CALL_MAX_IMAGES
+        ):
+            # Many images or files: the tf.data pipeline reads ahead while the network runs.
+            with self._naming_bad_files(images, "predict"):
+                proba = self.model_.predict(verbose=0, **self._dataset(images))
+            return np.asarray(proba, dtype=np.float64)
+        call = inference.traced_predictor(self.model_, shape, views)
         with self._naming_bad_files(images, "predict"):
-            proba = self.model_.predict(verbose=0, **self._dataset(images))
-        return np.asarray(proba, dtype=np.float64)
+            parts = [call(batch).numpy() for batch in self._predict_batches(images)]
+        return np.concatenate(parts).astype(np.float64)
+
+    def _predict_batches(self, images: Images):
+        """float32 batches of network input for the traced call: arrays sliced
+        and converted here, anything else read through the pipeline."""
+        tf = get_tf()
+        if images.array is None or len(images) > inference.DIRECT_CALL_MAX_IMAGES:
+            data = self._dataset(images)["x"]
+            if not isinstance(data, np.ndarray):
+                yield from (tf.cast(batch[0], tf.float32) for batch in data)
+                return
+            images = Images(array=data)
+        for start in range(0, len(images), self.batch_size_):
+            batch = tf.constant(images.array[start : start + self.batch_size_])
+            yield decode.convert(tf, tf.cast(batch, tf.float32), self.image_size_, self.n_channels_)
+
+    def _tta_views(self) -> list:
+        """The views ``predict_proba`` averages over (one: the images as given)."""
+        tta = getattr(self, "tta", 0)
+        found = type(self)._parameter_rules["tta"].problem("tta", tta)
+        flip = inference.flips_in(self.augment)
+        most = inference.max_views(self.image_size_, flip)
+        if found is None and tta > most:
+            found = (
+                f"tta={tta}: {most} views exist for {self.image_size_[0]}x"
+                f"{self.image_size_[1]} images ({'with' if flip else 'without'} flips, which "
+                f"follow the training augmentation). Pass tta <= {most}, or 0 to turn it off."
+            )
+        if found:
+            raise InputError(f"{type(self).__name__} got an invalid parameter: {found}")
+        return inference.tta_views(tta, self.image_size_, flip)
 
     def predict(self, X) -> np.ndarray:
         """Predicted class labels.

@@ -150,6 +150,11 @@ class TransferClassifier(BaseImageClassifier):
         ``random_state=None`` (a new random backbone every fit). A folder that
         cannot be written or holds foreign files gives a
         :class:`~imgclf.featcache.FeatureCacheWarning` and training goes on.
+    tta : int, default=0
+        Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
+        predicts on the images as given; ``n`` averages over them and ``n - 1``
+        flipped (when ``augment`` flips) or shifted views, as for
+        :class:`CNNClassifier`. Costs ``n`` times the prediction time.
 
     Attributes
     ----------
@@ -224,6 +229,7 @@ class TransferClassifier(BaseImageClassifier):
         fine_tune_layers=0.25,
         fine_tune_learning_rate: float | None = None,
         memory=None,
+        tta: int = 0,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -249,6 +255,7 @@ class TransferClassifier(BaseImageClassifier):
         self.fine_tune_layers = fine_tune_layers
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.memory = memory
+        self.tta = tta
 
     # ------------------------------------------------------------ parameters
     _parameter_rules = {
