@@ -22,14 +22,28 @@ outside, to measure them):
   over the training images, layer after layer in network order, each
   computed with the layers before it already refreshed. One inference pass
   per BatchNorm layer over the training data.
-* ``(c) BN momentum 0.9``: BatchNorm's moving averages forget 10 times
-  faster (Keras's default is 0.99), set before training by a callback.
-* combinations of the above.
+* ``(a)+(b)``: both.
+
+Not measured: a lower BatchNorm momentum. Set from outside by a callback
+(``on_train_begin``) it changed no figure at all, to the last digit, so it
+was probably never applied; it needs the network built with it.
 
 Prints per case and candidate: mean, minimum and maximum test accuracy,
 how many seeds collapsed (predicted a single class, or scored within 0.05 of
 chance) and the mean training accuracy (the same network on its training
 images), with the epochs trained.
+
+Measured here on 2026-12-01, seeds 0-4 (test accuracy mean [min, max],
+collapsed seeds, training accuracy)::
+
+    fashion50                                    digits120 (epochs=3)
+    default          0.200 [0.200, 0.200] 5/5 0.200    0.333 [0.333, 0.333] 5/5 0.333
+    (a) no hold-out  0.726 [0.707, 0.746] 0/5 1.000    0.393 [0.333, 0.633] 4/5 0.385
+    (b) BN refresh   0.547 [0.523, 0.581] 0/5 0.760    0.837 [0.600, 1.000] 0/5 0.820
+    (a)+(b)          0.739 [0.722, 0.752] 0/5 1.000    0.993 [0.983, 1.000] 0/5 0.960
+
+fashion50 trains 6 epochs by default (early stopping on the 5-image
+hold-out) and 24.8 on average without the hold-out.
 """
 
 from __future__ import annotations
@@ -59,19 +73,6 @@ def case_data(name: str):
     return X[0::2], y[0::2], X[1::2], y[1::2], {"epochs": 3}
 
 
-class Momentum(keras.callbacks.Callback):
-    """Set every BatchNorm layer's momentum before the first step is traced."""
-
-    def __init__(self, momentum: float):
-        super().__init__()
-        self.value = momentum
-
-    def on_train_begin(self, logs=None):
-        for layer in self.model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = self.value
-
-
 def refresh_batchnorm(clf, X) -> None:
     """Exact BatchNorm statistics over ``X``, layer after layer."""
     model = clf.model_
@@ -89,17 +90,13 @@ CANDIDATES = {
     "(a) no hold-out": {"holdout": False},
     "(b) BN refresh": {"refresh": True},
     "(a)+(b)": {"holdout": False, "refresh": True},
-    "(c) BN momentum 0.9": {"momentum": 0.9},
-    "(a)+(c)": {"holdout": False, "momentum": 0.9},
 }
 
 
-def run(X, y, X_te, y_te, params, seed, holdout=True, refresh=False, momentum=None):
+def run(X, y, X_te, y_te, params, seed, holdout=True, refresh=False):
     params = dict(params, random_state=seed)
     if not holdout:
         params["validation_fraction"] = 0.0
-    if momentum is not None:
-        params["callbacks"] = [Momentum(momentum)]
     clf = CNNClassifier(**params).fit(X, y)
     if refresh:
         refresh_batchnorm(clf, X)
