@@ -212,3 +212,18 @@ def test_invalid_tta_is_rejected_in_fit_and_predict(fitted, small_digits, bad):
             fitted.predict_proba(X[:2])
     finally:
         fitted.set_params(tta=0)
+
+
+def test_tta_survives_save_and_load(fitted, small_digits, tmp_path):
+    import imgclf
+
+    X, _ = small_digits
+    fitted.set_params(tta=3)
+    try:
+        expected = fitted.predict_proba(X[:4])
+        fitted.save(tmp_path / "model.imgclf")
+    finally:
+        fitted.set_params(tta=0)
+    loaded = imgclf.load(tmp_path / "model.imgclf")
+    assert loaded.tta == 3
+    np.testing.assert_allclose(loaded.predict_proba(X[:4]), expected, atol=1e-6)
