@@ -158,13 +158,17 @@ def test_search_on_a_dask_cluster_over_file_paths(digit_files):
     paths, labels = digit_files
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            resources={"GPU": 1},  # as on a GPU cluster: one fit per worker at a time
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
         # Dask's nanny gives each worker process one thread's share.
         assert set(client.run(_tensorflow_threads).values()) == {("1", 1, 1)}
-        with joblib.parallel_backend("dask"):
+        with joblib.parallel_backend("dask", resources={"GPU": 1}):
             search = _search().fit(paths, labels)
         assert set(client.run(lambda: os.getpid()).values()) != {os.getpid()}
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
