@@ -52,11 +52,13 @@ from ._validation import (
 from .augment import PRESETS, augmentation_layers
 from .devices import (
     PRECISIONS,
+    global_batch,
     is_strategy,
     network_scope,
     optimizer,
     resolve_precision,
     resolve_strategy,
+    uneven_first_batch_explained,
     warn_slow_float16,
 )
 from .exceptions import InputError, TrainingError
@@ -427,6 +429,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         keras = get_keras()
         owner = type(self).__name__
         strategy = resolve_strategy(self.distribute, owner)
+        # Each full batch must split evenly over the replicas.
+        self.batch_size_ = global_batch(self.batch_size_, strategy)
         self.precision_ = resolve_precision(self.precision)
         if self.precision_ == "mixed_float16":
             warn_slow_float16(owner)
@@ -537,13 +541,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # user's (so an epoch one of them interrupts still counts).
             callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
-        history = model.fit(
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=self.verbose,
-            **data,
-        )
+        with uneven_first_batch_explained(model, type(self).__name__):
+            history = model.fit(
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=self.verbose,
+                **data,
+            )
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 

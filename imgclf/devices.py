@@ -140,6 +140,40 @@ def replicas(strategy) -> int:
     return 1 if strategy is None else int(strategy.num_replicas_in_sync)
 
 
+def global_batch(batch_size: int, strategy) -> int:
+    """``batch_size`` rounded down to a multiple of the replicas (at least one
+    image each), so every full batch splits evenly."""
+    r = replicas(strategy)
+    return max(r, batch_size // r * r)
+
+
+@contextlib.contextmanager
+def uneven_first_batch_explained(model, owner: str):
+    """Turn Keras's failure on a first batch that does not split evenly over
+    the replicas into an error that says what to change.
+
+    Keras (3.x, TensorFlow backend) averages the first batch's per-replica
+    parts to build the model and metrics, which fails when a dataset smaller
+    than one global batch has a size that is not a multiple of the replicas
+    (e.g. a hold-out of 21 images over 2 replicas with ``batch_size=64``).
+    """
+    tf = get_tf()
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        r = model.distribute_strategy.num_replicas_in_sync
+        if r < 2 or "AddN" not in str(exc):
+            raise
+        raise InputError(
+            f"{owner} trains over {r} replicas, and a training set or validation hold-out "
+            f"smaller than one batch has a size that is not a multiple of {r}: Keras cannot "
+            "start on a first batch that does not split evenly over the replicas. Either "
+            "1. pass a batch_size no larger than the hold-out (validation_fraction times the "
+            f"number of images), or 2. use a number of images that makes both splits "
+            f"multiples of {r}, or 3. pass distribute=None."
+        ) from exc
+
+
 # ----------------------------------------------------------------- scope
 @contextlib.contextmanager
 def network_scope(strategy, policy: str):
@@ -203,7 +237,9 @@ def _float32_config(config):
 
 __all__ = [
     "PRECISIONS",
+    "global_batch",
     "plain_model",
+    "uneven_first_batch_explained",
     "is_strategy",
     "network_scope",
     "optimizer",

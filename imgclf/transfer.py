@@ -135,8 +135,9 @@ class TransferClassifier(BaseImageClassifier):
         when there are two or more, otherwise one device. A strategy object
         (e.g. ``tf.distribute.MultiWorkerMirroredStrategy``) is used as given.
         The network is built and compiled in the strategy's scope.
-        ``batch_size`` is the global batch: each of the ``r`` replicas takes
-        ``batch_size / r`` images per step. Pickled, saved and exported models
+        ``batch_size`` is the global batch, rounded down to a multiple of
+        the ``r`` replicas: each replica takes ``batch_size / r`` images per
+        step. Pickled, saved and exported models
         are plain single-device models; a strategy object does not pickle (it
         belongs to this process's devices), so copies get ``distribute=None``:
         use ``"auto"`` in searches that run in other processes.
