@@ -105,10 +105,10 @@ class CNNClassifier(BaseImageClassifier):
         The network is built and compiled in the strategy's scope.
         ``batch_size`` is the global batch, rounded down to a multiple of
         the ``r`` replicas: each replica takes ``batch_size / r`` images per
-        step. Pickled, saved and exported models
-        are plain single-device models; a strategy object does not pickle (it
-        belongs to this process's devices), so copies get ``distribute=None``:
-        use ``"auto"`` in searches that run in other processes.
+        step. Pickled, saved and exported models are plain single-device
+        models. A strategy object belongs to this process's devices and is
+        neither pickled nor saved: copies get ``distribute=None``, so use
+        ``"auto"`` in searches that run in other processes.
     filters : int, default=32
         Width of the first stage; each further stage doubles it (at most 512).
     depth : int, optional

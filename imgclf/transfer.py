@@ -137,10 +137,10 @@ class TransferClassifier(BaseImageClassifier):
         The network is built and compiled in the strategy's scope.
         ``batch_size`` is the global batch, rounded down to a multiple of
         the ``r`` replicas: each replica takes ``batch_size / r`` images per
-        step. Pickled, saved and exported models
-        are plain single-device models; a strategy object does not pickle (it
-        belongs to this process's devices), so copies get ``distribute=None``:
-        use ``"auto"`` in searches that run in other processes.
+        step. Pickled, saved and exported models are plain single-device
+        models. A strategy object belongs to this process's devices and is
+        neither pickled nor saved: copies get ``distribute=None``, so use
+        ``"auto"`` in searches that run in other processes.
     dropout : float, default=0.2
         Dropout rate before the new softmax layer.
     fine_tune_epochs : int, default=0

@@ -96,6 +96,7 @@ def _tensorflow_threads():
     )
 
 
+@pytest.mark.slow
 def test_loky_workers_run_tensorflow_on_their_share_of_the_cores():
     share = max((os.cpu_count() or 1) // 2, 1)
     results = joblib.Parallel(n_jobs=2)(joblib.delayed(_tensorflow_threads)() for _ in range(2))
@@ -127,6 +128,7 @@ def _search():
     )
 
 
+@pytest.mark.slow
 def test_search_and_cross_validation_on_two_worker_processes(small_digits, digit_files):
     X, y = small_digits[0][:120], small_digits[1][:120]
     search = _search().set_params(n_jobs=2).fit(X, y)
@@ -153,6 +155,7 @@ def test_search_and_cross_validation_on_two_worker_processes(small_digits, digit
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_search_on_a_dask_cluster_over_file_paths(digit_files):
     distributed = pytest.importorskip("distributed")
     paths, labels = digit_files
@@ -402,12 +405,13 @@ def _run_mirrored(*args):
     return [float(v) for v in line.split()[1:]]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus_fits_saves_loads_and_exports():
     two, _ = _run_mirrored(300, 1, 4, 17, "no")
     assert 0 <= two <= 1
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_mirrored_strategy_matches_one_device_accuracy_on_digits():
     # Settings near the defaults (0.99 on digits); 2 replicas of 16 images.
     two, one = _run_mirrored(1797, 30, 16, 32, "compare")
