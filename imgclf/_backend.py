@@ -1,8 +1,10 @@
-"""Lazy access to TensorFlow and Keras, and seeding.
+"""Lazy access to TensorFlow and Keras, the process's TensorFlow settings, and seeding.
 
 ``import imgclf`` must stay light (the command line answers ``--help`` without
 TensorFlow), so every module asks this one for ``keras`` / ``tf`` at the moment
-it builds or runs a model.
+it builds or runs a model. That first import is also the last moment
+TensorFlow's thread pools and GPU memory can be configured in a process:
+:func:`configure_process` does it there.
 """
 
 from __future__ import annotations
@@ -31,9 +33,65 @@ def _import():
                 f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
             )
         tf.get_logger().addFilter(_ignore_cross_model_retracing)
+        configure_process(tf.config)
         _MODULES["tf"] = tf
         _MODULES["keras"] = keras
     return _MODULES["tf"], _MODULES["keras"]
+
+
+def thread_share(environ=None) -> int | None:
+    """Cores this process may use, as its parallel launcher said, or None.
+
+    ``OMP_NUM_THREADS`` is how launchers hand a worker process its share:
+    joblib's process backend (loky, ``n_jobs=k``) sets it to
+    ``cpu_count() // k`` in each worker unless the parent already set it,
+    Dask's nanny to 1 per worker process (``distributed.nanny.pre-spawn-environ``),
+    and job schedulers' scripts often to the cores allotted. TensorFlow itself
+    ignores it and would start a thread per core in every worker.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        threads = int(environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads >= 1 else None
+
+
+def configure_process(config, environ=None) -> dict:
+    """Set TensorFlow's process-wide settings before its runtime starts.
+
+    * Thread pools: intra-op and inter-op parallelism limited to
+      :func:`thread_share`, so ``k`` workers on one machine do not each run a
+      thread per core (oversubscription makes a search slower than ``n_jobs=1``).
+    * GPU memory growth on every visible GPU, so two processes (two search
+      workers, or a fit beside a notebook) can share a GPU instead of the
+      first one reserving all its memory. ``TF_FORCE_GPU_ALLOW_GROWTH=false``
+      in the environment keeps TensorFlow's default.
+
+    ``config`` is ``tf.config`` (a stand-in in tests). Settings TensorFlow
+    refuses because its runtime already started in this process (a user's
+    own TensorFlow code ran first) are left as they are. Returns what was set.
+    """
+    environ = os.environ if environ is None else environ
+    done: dict = {}
+    threads = thread_share(environ)
+    if threads is not None:
+        try:
+            config.threading.set_intra_op_parallelism_threads(threads)
+            config.threading.set_inter_op_parallelism_threads(threads)
+            done["threads"] = threads
+        except RuntimeError:
+            pass  # the runtime already started: its pools stay as they are
+    if environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "").lower() != "false":
+        grown = []
+        for gpu in config.list_physical_devices("GPU"):
+            try:
+                config.experimental.set_memory_growth(gpu, True)
+                grown.append(gpu)
+            except (RuntimeError, ValueError):
+                pass  # already initialised, or split into virtual devices by the user
+        done["memory_growth"] = grown
+    return done
 
 
 def _ignore_cross_model_retracing(record) -> bool:

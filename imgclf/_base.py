@@ -50,6 +50,17 @@ from ._validation import (
     image_size_tuple,
 )
 from .augment import PRESETS, augmentation_layers
+from .devices import (
+    PRECISIONS,
+    global_batch,
+    is_strategy,
+    network_scope,
+    optimizer,
+    resolve_precision,
+    resolve_strategy,
+    uneven_first_batch_explained,
+    warn_slow_float16,
+)
 from .exceptions import InputError, TrainingError
 from .persist import model_from_bytes, model_to_bytes
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
@@ -145,6 +156,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             Integer(0),
             expected="an integer >= 0: 0 predicts on the images as given, n averages over "
             "them and n - 1 flipped or shifted views",
+        ),
+        "precision": param(
+            Options(*PRECISIONS),
+            expected="'auto' (mixed_float16 on GPUs of compute capability >= 7.0, else "
+            "float32), 'float32', 'mixed_float16' or 'mixed_bfloat16'",
+            suggest=PRECISIONS,
+        ),
+        "distribute": param(
+            NONE,
+            Options("auto"),
+            Rule(is_strategy, ""),
+            expected="None (one device), 'auto' (all visible GPUs when there are 2 or more) "
+            "or a tf.distribute.Strategy",
+            suggest=("auto",),
         ),
     }
 
@@ -372,7 +397,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """Free the previous network and Keras's global name state, so many fits
         in a row (a grid search) neither grow memory nor slow down."""
         self.__dict__.pop("model_", None)
-        get_keras().backend.clear_session(free_memory=False)
+        keras = get_keras()
+        # clear_session also resets Keras's global dtype policy: that is the
+        # user's setting, not this estimator's (``precision`` is per network).
+        policy = keras.config.dtype_policy()
+        keras.backend.clear_session(free_memory=False)
+        keras.config.set_dtype_policy(policy)
         _collect_garbage()
 
     def _split(self, y_enc, seed):
@@ -394,16 +424,25 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return np.sort(train), np.sort(val)
 
     def _build_model(self, n_classes: int, seed: int):
-        """The whole network: input scaling, augmentation, then :meth:`_build_network`."""
+        """The whole network: input scaling, augmentation, then :meth:`_build_network`,
+        built in the ``distribute`` strategy's scope under the ``precision`` policy."""
         keras = get_keras()
-        inputs = keras.Input(shape=(*self.image_size_, self.n_channels_), name="image")
-        low, high = self.input_range_
-        span = (high - low) or 1.0
-        x = keras.layers.Rescaling(1.0 / span, offset=-low / span, name="to_unit_range")(inputs)
-        for layer in augmentation_layers(self.augment, seed=seed):
-            x = layer(x)
-        outputs = self._build_network(x, n_classes)
-        return keras.Model(inputs, outputs, name=type(self).__name__)
+        owner = type(self).__name__
+        strategy = resolve_strategy(self.distribute, owner)
+        # Each full batch must split evenly over the replicas.
+        self.batch_size_ = global_batch(self.batch_size_, strategy)
+        self.precision_ = resolve_precision(self.precision)
+        if self.precision_ == "mixed_float16":
+            warn_slow_float16(owner)
+        with network_scope(strategy, self.precision_):
+            inputs = keras.Input(shape=(*self.image_size_, self.n_channels_), name="image")
+            low, high = self.input_range_
+            span = (high - low) or 1.0
+            x = keras.layers.Rescaling(1.0 / span, offset=-low / span, name="to_unit_range")(inputs)
+            for layer in augmentation_layers(self.augment, seed=seed):
+                x = layer(x)
+            outputs = self._build_network(x, n_classes)
+            return keras.Model(inputs, outputs, name=owner)
 
     def _training_data(self, images: Images, y_enc, train, val, seed) -> dict:
         """Keyword arguments of ``model.fit``: the training and validation data
@@ -464,11 +503,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         early stopping (and plateau reductions): one training stage. Returns
         its history as lists of floats."""
         keras = get_keras()
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        # In the scope of the strategy the model was built in (the default
+        # one without), so the optimizer's variables are mirrored like the model's.
+        with model.distribute_strategy.scope():
+            model.compile(
+                optimizer=optimizer(learning_rate, getattr(self, "precision_", "float32")),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
         monitor = "val_loss" if data.get("validation_data") is not None else "loss"
         callbacks = []
         if reduce_lr_on_plateau:
@@ -499,13 +541,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # user's (so an epoch one of them interrupts still counts).
             callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
-        history = model.fit(
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=self.verbose,
-            **data,
-        )
+        with uneven_first_batch_explained(model, type(self).__name__):
+            history = model.fit(
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=self.verbose,
+                **data,
+            )
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 
@@ -703,6 +746,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     # --------------------------------------------------------------- persist
     def __getstate__(self):
         state = self.__dict__.copy()
+        if is_strategy(state.get("distribute")):
+            # A strategy belongs to this process's devices and does not pickle;
+            # the copy (a saved model, a search's worker) trains on one device.
+            state["distribute"] = None
         model = state.pop("model_", None)
         if model is not None:
             state["_model_bytes"] = model_to_bytes(model)

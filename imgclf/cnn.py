@@ -88,6 +88,27 @@ class CNNClassifier(BaseImageClassifier):
         count toward ``epochs``. Any other file is replaced, with a warning.
         The file is removed when ``fit`` ends normally. See "Resuming a long
         fit" in the training guide.
+    precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}, default="auto"
+        Keras mixed precision for this estimator's network: its layers compute
+        in float16 or bfloat16 and keep float32 weights, except the classifier
+        layer, which computes in float32 (probabilities stay float32).
+        ``"auto"`` is ``"mixed_float16"`` on GPUs of compute capability 7.0 or
+        newer and ``"float32"`` otherwise (``precision_`` says which).
+        Float16 trains with Keras's dynamic loss scaling
+        (``keras.optimizers.LossScaleOptimizer``). The global Keras dtype
+        policy is set only while the network is built, then restored.
+    distribute : None, "auto" or tf.distribute.Strategy, default=None
+        Devices one fit trains on. ``None``: one device, placed by TensorFlow.
+        ``"auto"``: a ``tf.distribute.MirroredStrategy`` over all visible GPUs
+        when there are two or more, otherwise one device. A strategy object
+        (e.g. ``tf.distribute.MultiWorkerMirroredStrategy``) is used as given.
+        The network is built and compiled in the strategy's scope.
+        ``batch_size`` is the global batch, rounded down to a multiple of
+        the ``r`` replicas: each replica takes ``batch_size / r`` images per
+        step. Pickled, saved and exported models are plain single-device
+        models. A strategy object belongs to this process's devices and is
+        neither pickled nor saved: copies get ``distribute=None``, so use
+        ``"auto"`` in searches that run in other processes.
     filters : int, default=32
         Width of the first stage; each further stage doubles it (at most 512).
     depth : int, optional
@@ -132,6 +153,9 @@ class CNNClassifier(BaseImageClassifier):
         Channels the network takes (1 or 3).
     input_range_ : (float, float)
         Pixel values mapped to 0 and 1 by the network's first layer.
+    precision_ : str
+        The Keras dtype policy the network was built with (``"float32"``,
+        ``"mixed_float16"`` or ``"mixed_bfloat16"``).
     n_features_in_ : int
         Number of features, only when fitted on flattened ``(n, d)`` input.
     feature_names_in_ : ndarray of str
@@ -177,6 +201,8 @@ class CNNClassifier(BaseImageClassifier):
         on_bad_file: str = "skip",
         cache=None,
         checkpoint=None,
+        precision: str = "auto",
+        distribute=None,
         filters: int = 32,
         depth: int | None = None,
         dropout: float = 0.3,
@@ -200,6 +226,8 @@ class CNNClassifier(BaseImageClassifier):
         self.on_bad_file = on_bad_file
         self.cache = cache
         self.checkpoint = checkpoint
+        self.precision = precision
+        self.distribute = distribute
         self.filters = filters
         self.depth = depth
         self.dropout = dropout
@@ -228,7 +256,8 @@ class CNNClassifier(BaseImageClassifier):
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         if self.dropout:
             x = layers.Dropout(self.dropout, name="dropout")(x)
-        return layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+        # float32 whatever the precision: a float16 softmax loses probability mass.
+        return layers.Dense(n_classes, activation="softmax", dtype="float32", name="classifier")(x)
 
 
 def _conv_bn_relu(layers, x, filters: int, name: str):

@@ -20,6 +20,7 @@ import tempfile
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import get_keras, get_tf
+from .devices import plain_model
 from .exceptions import InputError
 
 #: Accepted ``format`` values, with the file name each is usually given.
@@ -132,10 +133,9 @@ def export(estimator, path, format: str = "saved_model") -> str:
     return path
 
 
-def _serving_function(estimator):
+def _serving_function(estimator, model):
     """A function from uint8 images to probabilities, for the model's input size."""
     tf = get_tf()
-    model = estimator.model_
     low, high = (float(v) for v in estimator.input_range_)
     scale = (high - low) / 255.0
 
@@ -153,9 +153,11 @@ def _serving_function(estimator):
 
 def _write_saved_model(estimator, folder: str) -> None:
     keras = get_keras()
-    serve, spec = _serving_function(estimator)
+    # float32 on one device, whatever precision and strategy it trained with.
+    model = plain_model(estimator.model_)
+    serve, spec = _serving_function(estimator, model)
     archive = keras.export.ExportArchive()
-    archive.track(estimator.model_)
+    archive.track(model)
     # Named "serve", Keras also makes it the "serving_default" signature.
     archive.add_endpoint("serve", serve, input_signature=[spec])
     archive.write_out(folder, verbose=False)

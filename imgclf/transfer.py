@@ -120,6 +120,27 @@ class TransferClassifier(BaseImageClassifier):
         count toward ``epochs``. Any other file is replaced, with a warning.
         The file is removed when ``fit`` ends normally. See "Resuming a long
         fit" in the training guide.
+    precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}, default="auto"
+        Keras mixed precision for this estimator's network: its layers compute
+        in float16 or bfloat16 and keep float32 weights, except the classifier
+        layer, which computes in float32 (probabilities stay float32).
+        ``"auto"`` is ``"mixed_float16"`` on GPUs of compute capability 7.0 or
+        newer and ``"float32"`` otherwise (``precision_`` says which).
+        Float16 trains with Keras's dynamic loss scaling
+        (``keras.optimizers.LossScaleOptimizer``). The global Keras dtype
+        policy is set only while the network is built, then restored.
+    distribute : None, "auto" or tf.distribute.Strategy, default=None
+        Devices one fit trains on. ``None``: one device, placed by TensorFlow.
+        ``"auto"``: a ``tf.distribute.MirroredStrategy`` over all visible GPUs
+        when there are two or more, otherwise one device. A strategy object
+        (e.g. ``tf.distribute.MultiWorkerMirroredStrategy``) is used as given.
+        The network is built and compiled in the strategy's scope.
+        ``batch_size`` is the global batch, rounded down to a multiple of
+        the ``r`` replicas: each replica takes ``batch_size / r`` images per
+        step. Pickled, saved and exported models are plain single-device
+        models. A strategy object belongs to this process's devices and is
+        neither pickled nor saved: copies get ``distribute=None``, so use
+        ``"auto"`` in searches that run in other processes.
     dropout : float, default=0.2
         Dropout rate before the new softmax layer.
     fine_tune_epochs : int, default=0
@@ -180,6 +201,9 @@ class TransferClassifier(BaseImageClassifier):
         Channels the network takes (3 for named backbones).
     input_range_ : (float, float)
         Pixel values mapped to 0 and 1 by the network's first layer.
+    precision_ : str
+        The Keras dtype policy the network was built with (``"float32"``,
+        ``"mixed_float16"`` or ``"mixed_bfloat16"``).
     n_features_in_ : int
         Number of features, only when fitted on flattened ``(n, d)`` input.
 
@@ -224,6 +248,8 @@ class TransferClassifier(BaseImageClassifier):
         on_bad_file: str = "skip",
         cache=None,
         checkpoint=None,
+        precision: str = "auto",
+        distribute=None,
         dropout: float = 0.2,
         fine_tune_epochs: int = 0,
         fine_tune_layers=0.25,
@@ -250,6 +276,8 @@ class TransferClassifier(BaseImageClassifier):
         self.on_bad_file = on_bad_file
         self.cache = cache
         self.checkpoint = checkpoint
+        self.precision = precision
+        self.distribute = distribute
         self.dropout = dropout
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_layers = fine_tune_layers
@@ -412,7 +440,11 @@ class TransferClassifier(BaseImageClassifier):
         """The new head on the pooled features: dropout and a softmax layer."""
         layers = get_keras().layers
         head = [layers.Dropout(self.dropout, name="dropout")] if self.dropout else []
-        return [*head, layers.Dense(n_classes, activation="softmax", name="classifier")]
+        # float32 whatever the precision: a float16 softmax loses probability mass.
+        classifier = layers.Dense(
+            n_classes, activation="softmax", dtype="float32", name="classifier"
+        )
+        return [*head, classifier]
 
     def _named_backbone(self, named: Backbone):
         keras = get_keras()
@@ -508,11 +540,13 @@ class TransferClassifier(BaseImageClassifier):
         training it trains ``model``'s head."""
         keras = get_keras()
         features = model.get_layer("features").output
-        inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
-        head = [model.get_layer("classifier")]
-        if self.dropout:
-            head.insert(0, model.get_layer("dropout"))
-        return keras.Model(inputs, _apply(head, inputs), name="head")
+        # In the scope of model's strategy, whose variables the head shares.
+        with model.distribute_strategy.scope():
+            inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
+            head = [model.get_layer("classifier")]
+            if self.dropout:
+                head.insert(0, model.get_layer("dropout"))
+            return keras.Model(inputs, _apply(head, inputs), name="head")
 
     def _feature_data(self, model, samples: _Samples) -> dict:
         """Keyword arguments of ``model.fit`` for the head: the frozen backbone's
