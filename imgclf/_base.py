@@ -11,7 +11,6 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
-import gc
 import time
 import warnings
 
@@ -40,6 +39,14 @@ from ._params import (
     is_int,
     param,
 )
+from ._training import (
+    EARLY_STOPPING_MIN_DELTA,
+    collect_garbage,
+    count_fitting,
+    resolve_batch_size,
+    stage_callbacks,
+)
+from ._training import pixel_range as data_pixel_range
 from ._validation import (
     Images,
     check_classes_left,
@@ -64,16 +71,6 @@ from .devices import (
 from .exceptions import InputError, TrainingError
 from .persist import model_from_bytes, model_to_bytes
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
-
-#: Early stopping ignores improvements of the monitored loss smaller than
-#: this: once the learning rate is low the loss creeps down by 1e-4 an epoch
-#: for many epochs, and that is not progress.
-EARLY_STOPPING_MIN_DELTA = 1e-3
-#: ``reduce_lr_on_plateau`` multiplies the learning rate by this factor after
-#: ``max(1, patience // 2)`` epochs without improvement...
-PLATEAU_FACTOR = 0.2
-#: ...down to ``learning_rate * PLATEAU_MIN_RATIO``.
-PLATEAU_MIN_RATIO = 0.01
 
 
 def _is_callback_list(value) -> bool:
@@ -316,7 +313,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         with seeded(seed), released_gradient_functions():
             train, val = self._split(y_enc, seed)
-            self.batch_size_ = _resolve_batch_size(self.batch_size, len(train))
+            self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
             if not warm:
                 self.model_ = self._build_model(len(classes), seed)
             self.classes_ = classes
@@ -324,7 +321,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
-        _GARBAGE["fit_seconds"] += time.perf_counter() - started
+        count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         self.interrupted_ = False
         self._warn_if_diverged(history)
@@ -376,7 +373,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             array = images.array
             size = size or self._default_image_size(tuple(array.shape[1:3]))
             data_channels = array.shape[-1]
-            pixel_range = _pixel_range(array)
+            pixel_range = data_pixel_range(array)
         else:
             size = size or self._default_image_size(None)
             # 1 if every file is grey, else 3 (read off the scan, no file opened).
@@ -403,7 +400,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         policy = keras.config.dtype_policy()
         keras.backend.clear_session(free_memory=False)
         keras.config.set_dtype_policy(policy)
-        _collect_garbage()
+        collect_garbage()
 
     def _split(self, y_enc, seed):
         """``(train, validation)`` positions: a stratified hold-out of
@@ -502,7 +499,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
         early stopping (and plateau reductions): one training stage. Returns
         its history as lists of floats."""
-        keras = get_keras()
         # In the scope of the strategy the model was built in (the default
         # one without), so the optimizer's variables are mirrored like the model's.
         with model.distribute_strategy.scope():
@@ -512,25 +508,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 metrics=["accuracy"],
             )
         monitor = "val_loss" if data.get("validation_data") is not None else "loss"
-        callbacks = []
-        if reduce_lr_on_plateau:
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor=monitor,
-                    factor=PLATEAU_FACTOR,
-                    patience=max(1, self.patience // 2),
-                    min_lr=learning_rate * PLATEAU_MIN_RATIO,
-                )
-            )
-        if self.early_stopping:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=monitor,
-                    patience=self.patience,
-                    min_delta=EARLY_STOPPING_MIN_DELTA,
-                    restore_best_weights=True,
-                )
-            )
+        callbacks = stage_callbacks(
+            monitor,
+            learning_rate=learning_rate,
+            patience=self.patience,
+            early_stopping=self.early_stopping,
+            reduce_lr_on_plateau=reduce_lr_on_plateau,
+        )
         run = self.__dict__.get("_fit_run")
         initial_epoch, earlier = 0, {}
         if run is not None:
@@ -836,71 +820,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         from .export import export
 
         return export(self, path, format=format)
-
-
-# Seconds spent fitting since the last collection, and what that collection took.
-_GARBAGE = {"fit_seconds": 0.0, "collect_seconds": 0.0}
-_GARBAGE_SHARE = 0.02
-
-
-def _collect_garbage() -> None:
-    """Collect the reference cycles of networks dropped by earlier fits, amortised.
-
-    A Keras model is a web of cycles that only ``gc.collect`` frees. A full
-    collection walks every object TensorFlow created (~0.2 s here), which was
-    the whole of imgclf's overhead over plain Keras on small fits. So it runs
-    only once fitting since the last one has taken ``1 / _GARBAGE_SHARE``
-    times as long as that collection did: after every fit of a large network,
-    every few fits of a small one (whose networks weigh little meanwhile).
-    With a GPU it always runs: device memory is freed only with the Python
-    objects, and Python's own collector does not see it filling up.
-    """
-    state = _GARBAGE
-    due = state["collect_seconds"] <= _GARBAGE_SHARE * state["fit_seconds"]
-    if not (due or _gpu_visible()):
-        return
-    start = time.perf_counter()
-    gc.collect()
-    state["collect_seconds"] = time.perf_counter() - start
-    state["fit_seconds"] = 0.0
-
-
-def _gpu_visible() -> bool:
-    return bool(get_tf().config.list_physical_devices("GPU"))
-
-
-def _resolve_batch_size(batch_size, n_train: int) -> int:
-    """``"auto"``: a power of two giving about 50 steps per epoch, from 16 to 128.
-
-    Small datasets need many small steps: with a few large ones per epoch,
-    BatchNorm's running statistics lag the weights, the validation loss looks
-    worse than it is and early stopping fires on a good model.
-    """
-    if batch_size != "auto":
-        return int(batch_size)
-    steps_target = 50
-    size = 16
-    while size < 128 and n_train / (size * 2) >= steps_target:
-        size *= 2
-    return size
-
-
-def _pixel_range(array: np.ndarray) -> tuple[float, float]:
-    """Pixel units of the training data, mapped to 0-1 by the network's first layer.
-
-    uint8 (and bool) are 0-255 (0-1); floats already in 0-1 stay as they are;
-    anything else (e.g. digits' 0-16) is min-max scaled by the range seen in fit.
-    """
-    if array.dtype == np.uint8:
-        return (0.0, 255.0)
-    if array.dtype == np.uint16:
-        return (0.0, 65535.0)
-    if array.dtype == np.bool_:
-        return (0.0, 1.0)
-    low, high = float(array.min()), float(array.max())
-    if low >= 0 and high <= 1:
-        return (0.0, 1.0)
-    return (low, high)
 
 
 __all__ = ["BaseImageClassifier"]

@@ -116,7 +116,7 @@ class CNNClassifier(BaseImageClassifier):
     dropout : float, default=0.3
         Dropout rate before the classification layer.
     reduce_lr_on_plateau : bool, default=True
-        Divide the learning rate by 5 (``imgclf._base.PLATEAU_FACTOR``) when
+        Divide the learning rate by 5 (``imgclf._training.PLATEAU_FACTOR``) when
         the monitored loss (as for early stopping) has not improved for
         ``max(1, patience // 2)`` epochs, down to 1/100 of ``learning_rate``.
         From-scratch training settles into a better minimum this way (+1 to 2

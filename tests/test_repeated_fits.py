@@ -70,34 +70,34 @@ def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits):
 def test_garbage_collection_is_amortised_over_fitting_time(monkeypatch):
     """A full gc.collect costs ~0.2 s with TensorFlow loaded: it runs once fitting
     has taken 50 times as long as the last one did, not before every fit."""
-    import imgclf._base as base
+    import imgclf._training as base
 
     calls = []
     monkeypatch.setattr(base.gc, "collect", lambda *a: calls.append(a) or 0)
-    monkeypatch.setattr(base, "_gpu_visible", lambda: False)  # as on a CPU, also on a GPU machine
-    monkeypatch.setattr(base, "_GARBAGE", {"fit_seconds": 1.0, "collect_seconds": 0.2})
-    base._collect_garbage()
+    monkeypatch.setattr(base, "gpu_visible", lambda: False)  # as on a CPU, also on a GPU machine
+    monkeypatch.setattr(base, "GARBAGE", {"fit_seconds": 1.0, "collect_seconds": 0.2})
+    base.collect_garbage()
     assert calls == []  # 1 s of fitting does not pay for a 0.2 s collection
-    base._GARBAGE["fit_seconds"] = 10.5
-    base._collect_garbage()
-    assert len(calls) == 1 and base._GARBAGE["fit_seconds"] == 0.0
+    base.GARBAGE["fit_seconds"] = 10.5
+    base.collect_garbage()
+    assert len(calls) == 1 and base.GARBAGE["fit_seconds"] == 0.0
 
     X, y = np.zeros((20, 8, 8), np.uint8), np.arange(20) % 2
     X[y == 1] = 255
-    base._GARBAGE.update(fit_seconds=0.0, collect_seconds=1e9)
+    base.GARBAGE.update(fit_seconds=0.0, collect_seconds=1e9)
     CNNClassifier(epochs=1, filters=2, random_state=0).fit(X, y)
-    assert len(calls) == 1 and base._GARBAGE["fit_seconds"] > 0  # fitting time is counted
+    assert len(calls) == 1 and base.GARBAGE["fit_seconds"] > 0  # fitting time is counted
 
 
 def test_garbage_is_always_collected_with_a_gpu(monkeypatch):
     """Device memory is freed only with the Python objects: with a GPU visible
     every fit collects, however little fitting time has passed."""
-    import imgclf._base as base
+    import imgclf._training as base
 
     calls = []
     monkeypatch.setattr(base.gc, "collect", lambda *a: calls.append(a) or 0)
-    monkeypatch.setattr(base, "_gpu_visible", lambda: True)
-    monkeypatch.setattr(base, "_GARBAGE", {"fit_seconds": 0.0, "collect_seconds": 1e9})
-    base._collect_garbage()
-    base._collect_garbage()
+    monkeypatch.setattr(base, "gpu_visible", lambda: True)
+    monkeypatch.setattr(base, "GARBAGE", {"fit_seconds": 0.0, "collect_seconds": 1e9})
+    base.collect_garbage()
+    base.collect_garbage()
     assert len(calls) == 2
