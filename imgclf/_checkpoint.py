@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .persist import atomic_write
 
 FORMAT = "imgclf-checkpoint-1"
 #: Parameters that do not change what is learnt, so a fit may resume with
@@ -69,21 +70,11 @@ def write(path: str, meta: dict, arrays: dict[str, list[np.ndarray]]) -> None:
     """Write atomically: a temporary file beside ``path``, renamed over it."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".imgclf-checkpoint-", suffix=".tmp", dir=folder)
     payload = {"meta": np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), np.uint8)}
     for name, values in arrays.items():
         for i, value in enumerate(values):
             payload[f"{name}_{i}"] = np.asarray(value)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **payload), prefix=".imgclf-checkpoint-")
 
 
 def read(path: str) -> tuple[dict, dict[str, list[np.ndarray]]] | str:

@@ -66,6 +66,25 @@ _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_\Z")
 
 
 # ------------------------------------------------------------ network bytes
+def atomic_write(path, write, prefix: str = ".imgclf-") -> None:
+    """Write the file at ``path`` with ``write(binary_file)``, atomically: into
+    a temporary file beside it, flushed to disk, then renamed over ``path``
+    (``os.replace`` is atomic on one file system), so a crash, a full disk or
+    an interrupt leaves any earlier file untouched and no partial one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def model_to_bytes(model) -> bytes:
     """The ``.keras`` archive of ``model``, as bytes."""
     fd, path = tempfile.mkstemp(suffix=".keras")
@@ -196,18 +215,7 @@ def save(estimator, path) -> None:
     """
     path = os.fspath(path)
     manifest, arrays, network = _contents(estimator)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".imgclf-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write(f, manifest, arrays, network)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: _write(f, manifest, arrays, network))
 
 
 # ------------------------------------------------------------------- load

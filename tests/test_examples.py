@@ -63,6 +63,7 @@ def test_every_example_is_tested():
     )
 
 
+@pytest.mark.slow
 def test_coins_by_filename(tmp_path):
     out = run_example("coins_by_filename.py", "--fast", "--workdir", str(tmp_path), cwd=tmp_path)
     # Labels come from the file-name prefixes through the mapping.
@@ -75,6 +76,7 @@ def test_coins_by_filename(tmp_path):
     assert re.search(r"\.png -> (Elizabeth II|George VI|Lincoln) \(", out.stdout)
 
 
+@pytest.mark.slow
 def test_scene_folders(tmp_path):
     out = run_example("scene_folders.py", "--fast", "--workdir", str(tmp_path), cwd=tmp_path)
     tree = tmp_path / "intel"
@@ -90,6 +92,7 @@ def test_scene_folders(tmp_path):
     assert_report_agrees(out.stdout)
 
 
+@pytest.mark.slow
 def test_cifar_style_gridsearch(tmp_path):
     out = run_example("cifar_style_gridsearch.py", "--fast", cwd=tmp_path)
     assert "X: (200, 32, 32, 3) uint8" in out.stdout
@@ -102,6 +105,7 @@ def test_cifar_style_gridsearch(tmp_path):
     not all(os.path.exists(os.path.join(FASHION_DIR, f)) for f in FASHION_FILES),
     reason=f"Fashion-MNIST not in {FASHION_DIR}: apt-get install dataset-fashion-mnist",
 )
+@pytest.mark.slow
 def test_fashion_mnist(tmp_path):
     out = run_example("fashion_mnist.py", "--fast", "--data-dir", FASHION_DIR, cwd=tmp_path)
     assert "Training on 500 images (28, 28) (uint8), testing on 500" in out.stdout

@@ -126,6 +126,7 @@ def test_unfitted_estimator_raises(tmp_path):
         CNNClassifier().export(tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_transfer_classifier_exports_with_its_preprocessing(tmp_path):
     """The nested backbone and its preprocess layer survive conversion to a
     TFLite graph (no Python layers left), and the answers stay the same."""

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import psutil
+import pytest
 
 from imgclf import CNNClassifier
 
@@ -32,6 +33,7 @@ def _tracing_counts(keras_function):
     return counts
 
 
+@pytest.mark.slow
 def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits):
     import tensorflow as tf
 

@@ -1,8 +1,12 @@
 """scikit-learn's own estimator checks on a tiny CNNClassifier."""
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from imgclf import CNNClassifier
+
+# About 50 fits of 15 epochs: the full suite runs them, the fast tier does not.
+pytestmark = pytest.mark.slow
 
 # Checks a neural network cannot pass by design, each with the reason.
 EXPECTED_FAILED_CHECKS = {

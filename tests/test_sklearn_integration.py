@@ -21,6 +21,7 @@ def test_clone_copies_params_not_state(small_digits):
     assert not hasattr(twin, "model_") and not hasattr(twin, "classes_")
 
 
+@pytest.mark.slow
 def test_grid_search(small_digits):
     X, y = small_digits
     search = GridSearchCV(CNNClassifier(**FAST), {"learning_rate": [1e-3, 1e-2]}, cv=2)
@@ -48,6 +49,7 @@ def test_pipeline_with_transformer_in_front(digits):
     assert pipe[-1].epochs == 1
 
 
+@pytest.mark.slow
 def test_cross_val_score(small_digits):
     X, y = small_digits
     scores = cross_val_score(CNNClassifier(**{**FAST, "epochs": 4}), X, y, cv=3)

@@ -317,6 +317,7 @@ def test_pickle_and_fresh_process_load(transferred, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_backbone_from_a_keras_file_and_grid_search(pretrained, small_digits, tmp_path):
     path = str(tmp_path / "digits39.keras")
     pretrained.save(path)
