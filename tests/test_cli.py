@@ -203,6 +203,7 @@ def test_train_from_csv(tmp_path, capsys):
     assert imgclf.load(model).classes_.tolist() == ["BARS", "COLS", "DOTS"]
 
 
+@pytest.mark.slow
 def test_train_transfer_without_imagenet(tmp_path, capsys):
     data = _write_images(tmp_path / "imgs", per_class=6)
     model = tmp_path / "t.imgclf"

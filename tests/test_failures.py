@@ -90,6 +90,7 @@ def test_invalid_y_on_refit_keeps_previous_state(digits):
 
 
 # -------------------------------------------------------------- interrupts
+@pytest.mark.slow
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
 def test_interrupt_keeps_new_network_with_best_weights(ten_and_five, fitted_ten, exc):
     X, y, X5, y5 = ten_and_five
@@ -125,6 +126,7 @@ def test_warm_start_interrupt_extends_history(ten_and_five):
     assert _same_weights(clf.model_.get_weights(), record[-1][0])
 
 
+@pytest.mark.slow
 def test_warm_start_failure_before_first_epoch_restores_weights(ten_and_five):
     _, _, X5, y5 = ten_and_five
     clf = CNNClassifier(epochs=1, warm_start=True, **TINY).fit(X5, y5)
@@ -279,6 +281,7 @@ def test_missing_file_that_leaves_one_class_is_named(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_missing_files_that_empty_a_class_warn(tmp_path):
     cats, dogs = _pngs(tmp_path / "cat", 4, 0), _pngs(tmp_path / "dog", 4, 1)
     gone = str(tmp_path / "fox" / "gone.png")
@@ -293,6 +296,7 @@ def test_missing_files_that_empty_a_class_warn(tmp_path):
 
 
 # ------------------------------------------------------------- checkpoints
+@pytest.mark.slow
 def test_checkpoint_resumes_an_interrupted_fit(ten_and_five, tmp_path):
     _, _, X5, y5 = ten_and_five
     path = tmp_path / "run.ckpt"

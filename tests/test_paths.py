@@ -480,6 +480,7 @@ def test_paths_and_arrays_give_the_same_predictions(fitted_on_paths, tmp_path):
     np.testing.assert_allclose(clf.predict_proba(paths), clf.predict_proba(images), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_color_mode_auto_follows_the_files(tmp_path):
     paths = []
     for i in range(8):

@@ -165,6 +165,7 @@ def test_offline_imagenet_says_which_file_to_place_where(monkeypatch, tmp_path):
     assert "3. pass weights=None" in message
 
 
+@pytest.mark.slow
 def test_local_weights_file_is_loaded(tmp_path):
     keras = get_keras()
     keras.utils.set_random_seed(123)
@@ -193,6 +194,7 @@ def test_local_weights_file_is_loaded(tmp_path):
 
 
 # ------------------------------------------------------------ a user network
+@pytest.mark.slow
 def test_transfer_from_own_network_learns(transferred, small_digits):
     clf, X, y, _, _ = transferred
     # Chance is 0.33; the pretrained features make 60 examples per class enough.
@@ -296,6 +298,7 @@ def test_backbone_runs_once_per_image_without_augmentation(pretrained, small_dig
 
 
 # --------------------------------------------------- what comes from the base
+@pytest.mark.slow
 def test_pickle_and_fresh_process_load(transferred, tmp_path):
     clf, X, *_ = transferred
     expected = clf.predict_proba(X[:10])
@@ -356,6 +359,7 @@ def test_image_paths_as_samples(pretrained, small_digits, tmp_path):
     assert clf.predict(paths[:5]).shape == (5,)
 
 
+@pytest.mark.slow
 def test_named_backbone_with_grayscale_arrays_and_class_weight(small_digits):
     X, y = small_digits
     clf = TransferClassifier(

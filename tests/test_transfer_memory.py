@@ -55,6 +55,7 @@ def _cache_files(root):
     ]
 
 
+@pytest.mark.slow
 def test_second_fit_reads_every_feature_and_trains_the_same(
     tiny_backbone, small_digits, computed, tmp_path
 ):
@@ -82,6 +83,7 @@ def test_predict_never_reads_the_cache(tiny_backbone, small_digits, tmp_path, mo
     assert clf.predict(X[:5]).shape == (5,)
 
 
+@pytest.mark.slow
 def test_folds_and_candidates_share_features(tiny_backbone, small_digits, computed, tmp_path):
     X, y = small_digits[0][:90], small_digits[1][:90]
     memory = joblib.Memory(str(tmp_path), verbose=0)
@@ -107,6 +109,7 @@ def test_search_with_memory_scores_as_without(tiny_backbone, small_digits, tmp_p
         assert search.best_params_ == plain.best_params_
 
 
+@pytest.mark.slow
 def test_changed_file_or_size_is_computed_again(tiny_backbone, small_digits, computed, tmp_path):
     from PIL import Image
 
