@@ -99,13 +99,15 @@ def _ignore_cross_model_retracing(record) -> bool:
 
     TensorFlow keys its "N out of the last M calls triggered retracing" counter
     on the Python code object, and every Keras model's train/test/predict step
-    shares one (``multi_step_on_iterator``). Each new model must trace its
+    shares one (``multi_step_on_iterator``), as does imgclf's direct predict
+    call (``imgclf_predict_step``, one per network). Each new model must trace its
     steps once (twice with a smaller last batch), so a grid search over small
     datasets sets the warning off although no model retraces more than that;
     ``tests/test_repeated_fits.py`` checks the per-model trace counts.
     """
     message = record.getMessage()
-    return not ("triggered tf.function retracing" in message and "step_on_" in message)
+    shared = "step_on_" in message or "imgclf_predict_step" in message
+    return not ("triggered tf.function retracing" in message and shared)
 
 
 def get_tf():

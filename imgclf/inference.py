@@ -126,12 +126,15 @@ def _trace(model_ref, input_shape, views):
     tf = get_tf()
     spec = tf.TensorSpec((None, *input_shape), tf.float32)
 
-    def call(x):
+    # The name marks it for _backend's filter of TensorFlow's cross-model
+    # retracing warning: each network's function traces once, but they share
+    # this code object, which is what TensorFlow counts.
+    def imgclf_predict_step(x):
         model = model_ref()
         outputs = [model(apply_view(tf, x, view), training=False) for view in views]
         return outputs[0] if len(outputs) == 1 else tf.add_n(outputs) / len(outputs)
 
-    return tf.function(call, input_signature=[spec], autograph=False)
+    return tf.function(imgclf_predict_step, input_signature=[spec], autograph=False)
 
 
 __all__ = [

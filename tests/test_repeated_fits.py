@@ -34,9 +34,13 @@ def _tracing_counts(keras_function):
 
 
 @pytest.mark.slow
-def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits):
+def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits, monkeypatch):
     import tensorflow as tf
 
+    from imgclf import inference
+
+    # 120 images take model.predict's pipeline, 7 the direct traced call.
+    monkeypatch.setattr(inference, "DIRECT_CALL_MAX_IMAGES", 10)
     X, y = small_digits
     X, y = X[:120], y[:120]
     handler = _Collect()
@@ -52,8 +56,13 @@ def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits):
             model = clf.model_
             # Each model traces each step at most twice (full batches, then a
             # relaxed shape for a smaller last batch), however often it is called.
+            direct = inference.traced_predictor(model, model.input_shape[1:], [inference.View()])
             traces.append(
-                max(_tracing_counts(model.train_function) + _tracing_counts(model.predict_function))
+                max(
+                    _tracing_counts(model.train_function)
+                    + _tracing_counts(model.predict_function)
+                    + [direct.experimental_get_tracing_count()]
+                )
             )
             del clf, model
             gc.collect()
