@@ -31,11 +31,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
 
 import numpy as np
 
+from .persist import atomic_write
 from .scan import stat_key
 
 #: Bump when the file layout or anything that changes the features without
@@ -215,20 +215,11 @@ class FeatureStore:
 
     def _write(self, key: bytes, row: np.ndarray) -> None:
         header = _HEADER.pack(_MAGIC, FORMAT, len(row), self.network, key)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(row.tobytes())
-            # Renamed only once complete: a reader sees the old file, the new
-            # one or none, never part of one.
-            os.replace(tmp, self._path(key))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # Renamed only once complete: a reader sees the old file, the new one
+        # or none, never part of one. Not synced: a lost entry is recomputed.
+        atomic_write(
+            self._path(key), lambda f: f.write(header + row.tobytes()), prefix=".tmp-", sync=False
+        )
 
 
 def bytes_per_image(length: int) -> int:

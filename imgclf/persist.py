@@ -66,9 +66,10 @@ _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_\Z")
 
 
 # ------------------------------------------------------------ network bytes
-def atomic_write(path, write, prefix: str = ".imgclf-") -> None:
+def atomic_write(path, write, prefix: str = ".imgclf-", sync: bool = True) -> None:
     """Write the file at ``path`` with ``write(binary_file)``, atomically: into
-    a temporary file beside it, flushed to disk, then renamed over ``path``
+    a temporary file beside it, flushed to disk (unless ``sync`` is False, for
+    many small files that can be recomputed), then renamed over ``path``
     (``os.replace`` is atomic on one file system), so a crash, a full disk or
     an interrupt leaves any earlier file untouched and no partial one."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -76,8 +77,9 @@ def atomic_write(path, write, prefix: str = ".imgclf-") -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
