@@ -41,6 +41,7 @@ from ._params import (
 )
 from ._training import (
     EARLY_STOPPING_MIN_DELTA,
+    LR_SCHEDULES,
     collect_garbage,
     count_fitting,
     resolve_batch_size,
@@ -111,6 +112,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "epochs": param(Integer(1)),
         "batch_size": param(Options("auto"), Integer(1)),
         "learning_rate": param(Number(0, closed="neither"), expected="a number > 0, e.g. 1e-3"),
+        "lr_schedule": param(
+            NONE,
+            Options(*LR_SCHEDULES),
+            expected="'plateau', 'one_cycle', 'cosine' or None (a constant rate)",
+            suggest=LR_SCHEDULES,
+        ),
         "image_size": SIZE,
         "color_mode": param(
             Options("auto", "grayscale", "rgb"),
@@ -174,6 +181,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _check_params_together(self) -> list[str]:
         """Problems that involve several parameters (each one valid alone)."""
         return []
+
+    def _deprecations(self) -> list[str]:
+        """FutureWarning texts for deprecated parameters that were set."""
+        return []
+
+    def _lr_schedule(self) -> str | None:
+        """The learning-rate schedule every stage runs (see ``lr_schedule``)."""
+        return self.lr_schedule
 
     def _network_channels(self, channels: int) -> int:
         """Number of channels the network takes, given the training data's."""
@@ -276,6 +291,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ``classes_`` and the ``history_`` of the epochs that ran, sets
         ``interrupted_ = True`` and warns.
         """
+        for message in self._deprecations():
+            warnings.warn(message, FutureWarning, stacklevel=2)
         params = self.get_params(deep=False)
         before = snapshot(self, params)
         run = FitRun(
@@ -493,27 +510,30 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         weights = {int(i): float(cw[label]) for label, i in zip(labels, index, strict=True)}
         return {i: weights.get(i, 1.0) for i in range(len(self.classes_))}
 
-    def _run_stage(
-        self, model, data: dict, *, epochs: int, learning_rate: float, reduce_lr_on_plateau=False
-    ) -> dict:
-        """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
-        early stopping (and plateau reductions): one training stage. Returns
-        its history as lists of floats."""
+    def _compile(self, model, learning_rate: float, metrics=("accuracy",)) -> None:
         # In the scope of the strategy the model was built in (the default
         # one without), so the optimizer's variables are mirrored like the model's.
         with model.distribute_strategy.scope():
             model.compile(
                 optimizer=optimizer(learning_rate, getattr(self, "precision_", "float32")),
                 loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                metrics=list(metrics),
             )
+
+    def _run_stage(self, model, data: dict, *, epochs: int, learning_rate: float) -> dict:
+        """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
+        the learning-rate schedule (each stage its own cycle, peaking at
+        ``learning_rate``) and early stopping: one training stage. Returns its
+        history as lists of floats."""
+        self._compile(model, learning_rate)
         monitor = "val_loss" if data.get("validation_data") is not None else "loss"
         callbacks = stage_callbacks(
             monitor,
             learning_rate=learning_rate,
+            epochs=epochs,
             patience=self.patience,
             early_stopping=self.early_stopping,
-            reduce_lr_on_plateau=reduce_lr_on_plateau,
+            lr_schedule=self._lr_schedule(),
         )
         run = self.__dict__.get("_fit_run")
         initial_epoch, earlier = 0, {}
@@ -726,6 +746,108 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    # ------------------------------------------------------- learning rate
+    def lr_find(
+        self,
+        X,
+        y,
+        *,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_steps: int = 100,
+        stop_factor: float | None = 4.0,
+    ):
+        """Sweep the learning rate on a copy of the network and suggest one.
+
+        A new network is built from this estimator's parameters (as ``fit``
+        would build it, on one device) and trained on ``X, y`` for up to
+        ``num_steps`` batches, the rate growing geometrically from
+        ``start_lr`` to ``end_lr``; the sweep stops once the smoothed loss
+        exceeds ``stop_factor`` times its minimum. The estimator itself, its
+        parameters, its fitted network and the global random state are left
+        as they were. :class:`TransferClassifier` sweeps its first stage
+        (the head on the frozen backbone). See :mod:`imgclf.lrfind`.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Training images, in any form :meth:`fit` takes (all of them are
+            used: no hold-out).
+        y : array-like of shape (n,)
+            Class labels.
+        start_lr : float, default=1e-7
+            The first step's learning rate.
+        end_lr : float, default=10.0
+            The last step's learning rate.
+        num_steps : int, default=100
+            Batches in the sweep (the data are passed over as often as needed).
+        stop_factor : float or None, default=4.0
+            Stop when the smoothed loss exceeds this many times its minimum;
+            None sweeps the whole range.
+
+        Returns
+        -------
+        imgclf.lrfind.LRFind
+            The rates, the smoothed losses and ``suggestion``, the rate
+            fastai's "valley" rule picks; pass it as ``learning_rate``.
+
+        Raises
+        ------
+        imgclf.exceptions.InputError
+            For invalid parameters or arguments, ``X`` or ``y``.
+
+        See Also
+        --------
+        imgclf.plot.plot_lr_find : draw the curve and the suggestion.
+        fit : train with the suggested rate.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from imgclf import CNNClassifier
+        >>> X, y = load_digits(return_X_y=True)
+        >>> clf = CNNClassifier(random_state=0)
+        >>> found = clf.lr_find(X[:256], y[:256], num_steps=30)
+        >>> 1e-7 <= found.suggestion <= 10
+        True
+        >>> clf.set_params(learning_rate=found.suggestion).learning_rate == found.suggestion
+        True
+        """
+        from . import lrfind
+
+        owner = type(self).__name__
+        lrfind.check_sweep(owner, start_lr, end_lr, num_steps, stop_factor)
+        probe = type(self)(**self.get_params(deep=False))
+        # The copy trains on one device, without the checkpoint or the user's callbacks.
+        probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
+        check_params(probe)
+        images, y = probe._check_data(X, y, reset=True)
+        classes, y_enc = probe._encode_labels(y, warm=False)
+        probe._set_input_spec(images, warm=False)
+        seed = resolve_seed(self.random_state)
+        with seeded(seed), released_gradient_functions():
+            train = np.arange(len(y_enc))
+            probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
+            network = probe._build_model(len(classes), seed)
+            probe.classes_ = classes
+            with probe._naming_bad_files(images, "lr_find"):
+                data = probe._training_data(images, y_enc, train, None, seed)
+                network, data = probe._sweep_stage(network, data)
+                probe._compile(network, float(start_lr), metrics=())
+                return lrfind.run(
+                    network,
+                    lrfind.batches(data, seed),
+                    lrfind.sweep_rates(float(start_lr), float(end_lr), num_steps),
+                    stop_factor=stop_factor,
+                    class_weight=data.get("class_weight"),
+                )
+
+    def _sweep_stage(self, model, data):
+        """The network ``lr_find`` trains and its ``model.fit`` keyword
+        arguments: here the whole network on ``data`` as ``_training_data``
+        made it."""
+        return model, data
 
     # --------------------------------------------------------------- persist
     def __getstate__(self):

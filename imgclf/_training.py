@@ -1,10 +1,11 @@
 """How training runs, apart from any one estimator: the callbacks of a stage
-(early stopping, plateau reductions) and their constants, the batch size,
-the pixel range, and the amortised garbage collection between fits."""
+(the learning-rate schedule, early stopping) and their constants, the batch
+size, the pixel range, and the amortised garbage collection between fits."""
 
 from __future__ import annotations
 
 import gc
+import math
 import time
 
 import numpy as np
@@ -15,26 +16,59 @@ from ._backend import get_keras, get_tf
 #: this: once the learning rate is low the loss creeps down by 1e-4 an epoch
 #: for many epochs, and that is not progress.
 EARLY_STOPPING_MIN_DELTA = 1e-3
-#: ``reduce_lr_on_plateau`` multiplies the learning rate by this factor after
+#: ``lr_schedule="plateau"`` multiplies the learning rate by this factor after
 #: ``max(1, patience // 2)`` epochs without improvement...
 PLATEAU_FACTOR = 0.2
 #: ...down to ``learning_rate * PLATEAU_MIN_RATIO``.
 PLATEAU_MIN_RATIO = 0.01
+#: ``"one_cycle"`` (fastai's ``fit_one_cycle``): warm up over this share of the
+#: planned steps...
+ONE_CYCLE_WARMUP = 0.25
+#: ...from ``learning_rate / ONE_CYCLE_DIV``...
+ONE_CYCLE_DIV = 25.0
+#: ...then anneal to ``learning_rate / ONE_CYCLE_FINAL_DIV``.
+ONE_CYCLE_FINAL_DIV = 1e4
+#: The values ``lr_schedule`` takes (with None, a constant rate).
+LR_SCHEDULES = ("plateau", "one_cycle", "cosine")
+
+
+def _cosine(start: float, end: float, pct: float) -> float:
+    """From ``start`` at ``pct=0`` to ``end`` at ``pct=1`` along half a cosine."""
+    return end + (start - end) * (1 + math.cos(math.pi * pct)) / 2
+
+
+def scheduled_lr(schedule: str | None, learning_rate: float, step: int, total: int) -> float:
+    """The learning rate of batch ``step`` (from 0) of a stage planned for
+    ``total`` batches, under a per-batch schedule (``"one_cycle"``,
+    ``"cosine"``; anything else is constant). The first batch and the last
+    planned one get the schedule's end points; batches past the plan the last."""
+    pct = min(1.0, step / max(1, total - 1))
+    if schedule == "one_cycle":
+        low = learning_rate / ONE_CYCLE_DIV
+        if pct < ONE_CYCLE_WARMUP:
+            return _cosine(low, learning_rate, pct / ONE_CYCLE_WARMUP)
+        final = learning_rate / ONE_CYCLE_FINAL_DIV
+        return _cosine(learning_rate, final, (pct - ONE_CYCLE_WARMUP) / (1 - ONE_CYCLE_WARMUP))
+    if schedule == "cosine":
+        return _cosine(learning_rate, 0.0, pct)
+    return learning_rate
 
 
 def stage_callbacks(
     monitor: str,
     *,
     learning_rate: float,
+    epochs: int,
     patience: int,
     early_stopping: bool,
-    reduce_lr_on_plateau: bool,
+    lr_schedule: str | None,
 ) -> list:
-    """The callbacks every training stage runs: plateau reductions (when asked
-    for) then early stopping that restores the best weights (when on)."""
+    """The callbacks every training stage runs: the learning-rate schedule
+    (which also logs the rate of each epoch), then early stopping that
+    restores the best weights (when on)."""
     keras = get_keras()
     callbacks = []
-    if reduce_lr_on_plateau:
+    if lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor=monitor,
@@ -43,6 +77,8 @@ def stage_callbacks(
                 min_lr=learning_rate * PLATEAU_MIN_RATIO,
             )
         )
+    else:
+        callbacks.append(_schedule_class()(lr_schedule, learning_rate, epochs))
     if early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -53,6 +89,70 @@ def stage_callbacks(
             )
         )
     return callbacks
+
+
+_SCHEDULE: list = []
+
+
+def _schedule_class():
+    """The per-batch schedule callback, made on first use so ``import imgclf``
+    stays light."""
+    if not _SCHEDULE:
+        keras = get_keras()
+
+        class BatchSchedule(keras.callbacks.Callback):
+            """Sets the optimizer's learning rate before every batch from the
+            batch's place in the stage (``epoch * steps + batch``), so a stage
+            resumed at ``initial_epoch`` picks the cycle up where it was, and
+            logs the last batch's rate as the epoch's ``learning_rate``.
+
+            A callback rather than a ``LearningRateSchedule`` in the optimizer:
+            the rate stays a plain variable, which checkpoints save and
+            restore like the plateau schedule's, and the step count does not
+            depend on the optimizer's iterations (which a resumed fit's new
+            optimizer restarts from 0).
+            """
+
+            def __init__(self, schedule, learning_rate: float, epochs: int):
+                super().__init__()
+                self.schedule = schedule
+                self.learning_rate = float(learning_rate)
+                self.epochs = int(epochs)
+                self.steps = None  # batches per epoch
+                self.epoch = 0
+                self.rate = self.learning_rate
+
+            def on_train_begin(self, logs=None):
+                # Keras knows the length of arrays and of imgclf's datasets;
+                # otherwise it is counted in the first epoch, which meanwhile
+                # takes the batches seen so far for the epoch's length.
+                self.steps = (self.params or {}).get("steps")
+                self._set(self.learning_rate)
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if self.schedule is None:
+                    return
+                steps = self.steps or batch + 1
+                step, total = self.epoch * steps + batch, self.epochs * steps
+                self._set(scheduled_lr(self.schedule, self.learning_rate, step, total))
+
+            def on_train_batch_end(self, batch, logs=None):
+                if not (self.params or {}).get("steps"):
+                    self.steps = max(self.steps or 0, batch + 1)
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["learning_rate"] = self.rate
+
+            def _set(self, rate: float) -> None:
+                self.rate = float(rate)
+                self.model.optimizer.learning_rate = self.rate
+
+        _SCHEDULE.append(BatchSchedule)
+    return _SCHEDULE[0]
 
 
 # Seconds spent fitting since the last collection, and what that collection took.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
-from ._params import BOOLEAN, NONE, Integer, param
+from ._params import BOOLEAN, NONE, Integer, Options, param
 
 
 def _n_stages(side: int) -> int:
@@ -34,7 +34,22 @@ class CNNClassifier(BaseImageClassifier):
         128 that gives about 50 steps per epoch: small datasets need many
         small steps for BatchNorm statistics to keep up.
     learning_rate : float, default=1e-3
-        Adam learning rate.
+        Adam learning rate: the peak of ``"one_cycle"``, the start of the
+        other schedules. :meth:`lr_find` suggests one.
+    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="plateau"
+        How the learning rate moves during training. ``"plateau"``: divided
+        by 5 (``imgclf._training.PLATEAU_FACTOR``) when the monitored loss
+        (as for early stopping) has not improved for ``max(1, patience // 2)``
+        epochs, down to 1/100 of ``learning_rate``. ``"one_cycle"``
+        (fastai's ``fit_one_cycle``): warms up from ``learning_rate / 25``
+        to ``learning_rate`` over the first 25% of the planned batches
+        (``epochs`` times the batches per epoch), then anneals along a
+        cosine to ``learning_rate / 1e4``. ``"cosine"``: anneals from
+        ``learning_rate`` to 0 along a cosine over the planned batches.
+        ``None``: constant. The two cosine schedules change the rate every
+        batch and plan for all ``epochs``: early stopping may end training
+        before the rate is low (it still restores the best weights).
+        ``history_["learning_rate"]`` holds each epoch's last rate.
     image_size : int or (int, int), optional
         Size the network takes; every input is resized to it. ``None`` keeps
         the size of array inputs and uses 64x64 for file paths.
@@ -115,12 +130,11 @@ class CNNClassifier(BaseImageClassifier):
         Number of downsampling stages; ``None`` sizes it to the input.
     dropout : float, default=0.3
         Dropout rate before the classification layer.
-    reduce_lr_on_plateau : bool, default=True
-        Divide the learning rate by 5 (``imgclf._training.PLATEAU_FACTOR``) when
-        the monitored loss (as for early stopping) has not improved for
-        ``max(1, patience // 2)`` epochs, down to 1/100 of ``learning_rate``.
-        From-scratch training settles into a better minimum this way (+1 to 2
-        points on Fashion-MNIST).
+    reduce_lr_on_plateau : bool, default="deprecated"
+        Deprecated in 0.1, to be removed in 0.3: use ``lr_schedule``
+        (``True`` is ``lr_schedule="plateau"``, ``False`` a constant rate
+        unless ``lr_schedule`` names another schedule). Setting it warns
+        (``FutureWarning``) when fitting.
     tta : int, default=0
         Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
         predicts on the images as given; ``n`` averages the class
@@ -178,7 +192,11 @@ class CNNClassifier(BaseImageClassifier):
         "filters": param(Integer(1), expected="an integer >= 1, e.g. 32"),
         "depth": param(NONE, Integer(0)),
         "dropout": DROPOUT,
-        "reduce_lr_on_plateau": param(BOOLEAN),
+        "reduce_lr_on_plateau": param(
+            Options("deprecated"),
+            BOOLEAN,
+            expected="True or False (deprecated: pass lr_schedule instead)",
+        ),
     }
 
     def __init__(
@@ -187,6 +205,7 @@ class CNNClassifier(BaseImageClassifier):
         epochs: int = 30,
         batch_size="auto",
         learning_rate: float = 1e-3,
+        lr_schedule: str | None = "plateau",
         image_size=None,
         color_mode: str = "auto",
         augment=None,
@@ -206,12 +225,13 @@ class CNNClassifier(BaseImageClassifier):
         filters: int = 32,
         depth: int | None = None,
         dropout: float = 0.3,
-        reduce_lr_on_plateau: bool = True,
+        reduce_lr_on_plateau="deprecated",
         tta: int = 0,
     ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.image_size = image_size
         self.color_mode = color_mode
         self.augment = augment
@@ -234,14 +254,35 @@ class CNNClassifier(BaseImageClassifier):
         self.reduce_lr_on_plateau = reduce_lr_on_plateau
         self.tta = tta
 
-    def _train(self, model, data: dict) -> dict:
-        return self._run_stage(
-            model,
-            data,
-            epochs=self.epochs,
-            learning_rate=self.learning_rate,
-            reduce_lr_on_plateau=self.reduce_lr_on_plateau,
-        )
+    def _deprecated_plateau(self) -> bool:
+        """Whether the deprecated ``reduce_lr_on_plateau`` was set (to a bool)."""
+        return not isinstance(self.reduce_lr_on_plateau, str)
+
+    def _check_params_together(self) -> list[str]:
+        if self._deprecated_plateau() and self.reduce_lr_on_plateau:
+            if self.lr_schedule != "plateau":
+                return [
+                    f"reduce_lr_on_plateau=True (deprecated) and lr_schedule="
+                    f"{self.lr_schedule!r} ask for two schedules. Pass only lr_schedule."
+                ]
+        return []
+
+    def _deprecations(self) -> list[str]:
+        if not self._deprecated_plateau():
+            return []
+        now = "'plateau'" if self.reduce_lr_on_plateau else repr(self._lr_schedule())
+        return [
+            f"CNNClassifier: reduce_lr_on_plateau was deprecated in 0.1 and will be removed in "
+            f"0.3. Pass lr_schedule={now} instead (reduce_lr_on_plateau="
+            f"{bool(self.reduce_lr_on_plateau)} is taken as that now)."
+        ]
+
+    def _lr_schedule(self) -> str | None:
+        if not self._deprecated_plateau():
+            return self.lr_schedule
+        if self.reduce_lr_on_plateau:
+            return "plateau"
+        return None if self.lr_schedule == "plateau" else self.lr_schedule
 
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers

@@ -124,6 +124,67 @@ def plot_learning_curves(history, *, path=None):
     return _save(fig, path)
 
 
+# ------------------------------------------------------------ lr_find
+def plot_lr_find(result, ax=None, *, path=None):
+    """Plot a learning-rate sweep: the smoothed loss against the rate (log
+    scale), with the suggested rate marked.
+
+    Parameters
+    ----------
+    result : imgclf.lrfind.LRFind
+        What ``clf.lr_find(X, y)`` returned.
+    ax : matplotlib.axes.Axes, optional
+        Draw there; by default on a new figure.
+    path : str or PathLike, optional
+        Also write the figure there (PNG, SVG or PDF by the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn on (``ax``'s when given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgclf.lrfind import LRFind
+    >>> from imgclf.plot import plot_lr_find
+    >>> rates = np.geomspace(1e-5, 1, 5)
+    >>> losses = np.array([2.3, 2.2, 1.5, 1.0, 4.0])
+    >>> found = LRFind(rates, losses, losses, 1e-3, 2, True)  # or clf.lr_find(X, y)
+    >>> fig = plot_lr_find(found)  # or plot_lr_find(found, path="lr.png")
+    >>> fig.axes[0].get_xscale()
+    'log'
+    """
+    from .lrfind import LRFind
+
+    if not isinstance(result, LRFind):
+        raise InputError(
+            "plot_lr_find draws what clf.lr_find(X, y) returns (an imgclf.lrfind.LRFind), "
+            f"got {type(result).__name__}."
+        )
+    if ax is None:
+        fig = _figure(5.5, 3.8)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    ax.plot(result.learning_rates, result.losses, label="smoothed training loss")
+    i = result.suggestion_index
+    ax.plot(
+        [result.suggestion],
+        [result.losses[i]],
+        "o",
+        color="tab:red",
+        ms=8,
+        label=f"suggestion (valley): {result.suggestion:.2g}",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 # TransferClassifier records its stages as 1.0 and 2.0 in history_["stage"].
 _STAGE_NAMES = {1: "frozen backbone", 2: "fine-tune"}
 

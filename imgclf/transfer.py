@@ -75,7 +75,19 @@ class TransferClassifier(BaseImageClassifier):
         Images per gradient step; ``"auto"`` gives about 50 steps per epoch
         (16 to 128 images).
     learning_rate : float, default=1e-3
-        Adam learning rate of the frozen stage.
+        Adam learning rate of the frozen stage (the peak of ``"one_cycle"``,
+        the start of the other schedules). :meth:`lr_find` suggests one.
+    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default=None
+        How the learning rate moves in each stage; each stage runs its own
+        schedule, from its own rate (``learning_rate``, then
+        ``fine_tune_learning_rate``). ``None``: constant. ``"plateau"``:
+        divided by 5 after ``max(1, patience // 2)`` epochs without
+        improvement, down to 1/100 of the stage's rate. ``"one_cycle"``
+        (fastai's ``fit_one_cycle``): warms up from 1/25 of the stage's
+        rate over the first 25% of its planned batches, then anneals along
+        a cosine to 1/1e4 of it. ``"cosine"``: anneals from the stage's rate
+        to 0 along a cosine. ``history_["learning_rate"]`` holds each
+        epoch's last rate.
     image_size : int or (int, int), optional
         Size every image is resized to. ``None``: the named backbone's default
         (224, or 299 for Xception and InceptionV3), or your network's input size
@@ -234,6 +246,7 @@ class TransferClassifier(BaseImageClassifier):
         epochs: int = 20,
         batch_size="auto",
         learning_rate: float = 1e-3,
+        lr_schedule: str | None = None,
         image_size=None,
         color_mode: str = "auto",
         augment=None,
@@ -262,6 +275,7 @@ class TransferClassifier(BaseImageClassifier):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.image_size = image_size
         self.color_mode = color_mode
         self.augment = augment
@@ -534,6 +548,14 @@ class TransferClassifier(BaseImageClassifier):
             history.setdefault(key, []).extend(values)
         history["stage"].extend([2.0] * len(tuned["loss"]))
         return history
+
+    def _sweep_stage(self, model, samples: _Samples):
+        """``lr_find`` sweeps the frozen stage: the head on the backbone's
+        features (the whole network with augmentation)."""
+        model.get_layer("backbone").trainable = False
+        if self._fast_frozen_stage and not self.augment:
+            return self._head_model(model), self._feature_data(model, samples)
+        return model, self._image_data(samples)
 
     def _head_model(self, model):
         """``model``'s own head layers (shared, not copied) on a feature input:

@@ -168,8 +168,8 @@ def test_learning_rate_reduced_on_plateau(small_digits):
     assert rates[0] == pytest.approx(0.2)
     assert min(rates) < 0.2 and all(b <= a for a, b in zip(rates, rates[1:], strict=False))
     assert min(rates) >= 0.2 / 100 - 1e-9
-    off = CNNClassifier(reduce_lr_on_plateau=False, **FAST).fit(X, y)
-    assert "learning_rate" not in off.history_
+    off = CNNClassifier(lr_schedule=None, **FAST).fit(X, y)
+    assert off.history_["learning_rate"] == [pytest.approx(1e-3)] * 2  # constant
 
 
 def test_no_validation_no_early_stopping(small_digits):

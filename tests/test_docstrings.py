@@ -24,6 +24,7 @@ PUBLIC = {
         "plot_confusion_matrix",
         "plot_top_losses",
         "plot_grad_cam",
+        "plot_lr_find",
     ],
     "imgclf.export": ["export"],
     "imgclf.augment": ["augmentation_layers"],

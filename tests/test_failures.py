@@ -11,7 +11,7 @@ from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras
 from imgclf.exceptions import InputError, TrainingError
 
-TINY = dict(filters=4, batch_size=32, random_state=0, reduce_lr_on_plateau=False)
+TINY = dict(filters=4, batch_size=32, random_state=0, lr_schedule=None)
 
 
 def _stopper(*, epoch: int, batch: int = 0, stage: int = 0, exc=KeyboardInterrupt, record=None):
