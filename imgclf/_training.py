@@ -119,7 +119,7 @@ def _schedule_class():
                 self.learning_rate = float(learning_rate)
                 self.epochs = int(epochs)
                 self.steps = None  # batches per epoch
-                self.epoch = 0
+                self.epoch = self.first_epoch = 0
                 self.rate = self.learning_rate
 
             def on_train_begin(self, logs=None):
@@ -127,21 +127,24 @@ def _schedule_class():
                 # otherwise it is counted in the first epoch, which meanwhile
                 # takes the batches seen so far for the epoch's length.
                 self.steps = (self.params or {}).get("steps")
+                self.first_epoch = None
                 self._set(self.learning_rate)
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.epoch = epoch
+                if self.first_epoch is None:
+                    self.first_epoch = epoch
 
+            # No on_train_batch_end: defining one makes Keras wait for every
+            # batch to finish before it dispatches the next.
             def on_train_batch_begin(self, batch, logs=None):
                 if self.schedule is None:
                     return
+                if not (self.params or {}).get("steps") and self.epoch == self.first_epoch:
+                    self.steps = batch + 1
                 steps = self.steps or batch + 1
                 step, total = self.epoch * steps + batch, self.epochs * steps
                 self._set(scheduled_lr(self.schedule, self.learning_rate, step, total))
-
-            def on_train_batch_end(self, batch, logs=None):
-                if not (self.params or {}).get("steps"):
-                    self.steps = max(self.steps or 0, batch + 1)
 
             def on_epoch_end(self, epoch, logs=None):
                 if logs is not None:
