@@ -218,6 +218,8 @@ def _estimator(args):
         "validation_fraction": args.validation_fraction,
     }
     params = {k: v for k, v in common.items() if v is not None}
+    if args.lr_schedule is not None:
+        params["lr_schedule"] = None if args.lr_schedule == "none" else args.lr_schedule
     params.update(random_state=args.seed, verbose=0 if args.quiet else 1)
     if args.model == "cnn":
         if args.backbone or args.weights or args.fine_tune_epochs is not None:
@@ -434,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_batch_size, metavar="N", help="images per step (default auto)"
     )
     train.add_argument("--learning-rate", type=float, metavar="LR")
+    train.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "one_cycle", "cosine", "none"),
+        help="learning-rate schedule (default: plateau for cnn, none for transfer)",
+    )
     train.add_argument(
         "--augment", choices=("light", "standard", "heavy"), help="augmentation preset"
     )

@@ -197,10 +197,12 @@ def test_train_from_csv(tmp_path, capsys):
     model = tmp_path / "m.imgclf"
     argv = ["train", str(data), "--csv", str(manifest), "--label-column", "kind"]
     argv += ["--epochs", "1", "--image-size", "12", "--out", str(model), "--quiet"]
-    code, out, err = run(argv, capsys)
+    code, out, err = run(argv + ["--lr-schedule", "one_cycle"], capsys)
     assert code == 0, err
     assert "Found 18 images in 3 classes: BARS (6), COLS (6), DOTS (6)." in out
-    assert imgclf.load(model).classes_.tolist() == ["BARS", "COLS", "DOTS"]
+    clf = imgclf.load(model)
+    assert clf.classes_.tolist() == ["BARS", "COLS", "DOTS"]
+    assert clf.lr_schedule == "one_cycle"
 
 
 @pytest.mark.slow
