@@ -11,6 +11,7 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 
@@ -765,9 +766,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ``num_steps`` batches, the rate growing geometrically from
         ``start_lr`` to ``end_lr``; the sweep stops once the smoothed loss
         exceeds ``stop_factor`` times its minimum. The estimator itself, its
-        parameters, its fitted network and the global random state are left
-        as they were. :class:`TransferClassifier` sweeps its first stage
-        (the head on the frozen backbone). See :mod:`imgclf.lrfind`.
+        parameters (a ``RandomState`` included), its fitted network and the
+        global random state are left as they were (``random_state=None``
+        draws the sweep's seed from NumPy's global generator, as ``fit``
+        does). :class:`TransferClassifier` sweeps its first stage (the head
+        on the frozen backbone). See :mod:`imgclf.lrfind`.
 
         Parameters
         ----------
@@ -825,7 +828,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         images, y = probe._check_data(X, y, reset=True)
         classes, y_enc = probe._encode_labels(y, warm=False)
         probe._set_input_spec(images, warm=False)
-        seed = resolve_seed(self.random_state)
+        # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
+        random_state = self.random_state
+        if isinstance(random_state, np.random.RandomState):
+            random_state = copy.deepcopy(random_state)
+        seed = resolve_seed(random_state)
         with seeded(seed), released_gradient_functions():
             train = np.arange(len(y_enc))
             probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))

@@ -116,7 +116,8 @@ def test_fit_leaves_global_random_state_alone(small_digits):
     assert np.random.rand() == expected
 
 
-def test_early_stopping_restores_best_weights(small_digits):
+@pytest.mark.parametrize("schedule", ["plateau", pytest.param("one_cycle", marks=pytest.mark.slow)])
+def test_early_stopping_restores_best_weights(small_digits, schedule):
     import keras
 
     class Recorder(keras.callbacks.Callback):
@@ -138,6 +139,7 @@ def test_early_stopping_restores_best_weights(small_digits):
         filters=8,
         callbacks=[rec],
         random_state=0,
+        lr_schedule=schedule,
     ).fit(X, y)
     ran = len(clf.history_["val_loss"])
     # Keras's rule: an epoch is the new best only if it beats the best by min_delta.

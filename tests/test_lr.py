@@ -100,7 +100,8 @@ def test_each_transfer_stage_runs_its_own_cycle(small_digits):
     X, y = small_digits[0][:160], small_digits[1][:160]
     keras = get_keras()
     inputs = keras.Input((None, None, 1))
-    own = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # a backbone receives 0-255 pixels
+    own = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x))
     clf = TransferClassifier(
         backbone=own,
         weights=None,
@@ -250,11 +251,19 @@ def test_lr_find_leaves_an_unfitted_estimator_untouched(small_digits):
     X, y = small_digits
     clf = CNNClassifier(filters=4, random_state=0, lr_schedule="one_cycle")
     params, attributes = clf.get_params(), dict(vars(clf))
-    state = np.random.get_state()[1].copy()
+    state = np.random.get_state()
     clf.lr_find(X, y, num_steps=20)
     assert clf.get_params() == params and vars(clf) == attributes
     assert not hasattr(clf, "model_")
-    np.testing.assert_array_equal(np.random.get_state()[1], state)
+    np.testing.assert_array_equal(np.random.get_state()[1], state[1])
+    assert np.random.get_state()[2] == state[2]
+    # A RandomState parameter is not drawn from.
+    rng = np.random.RandomState(5)
+    before = rng.get_state()
+    CNNClassifier(filters=4, random_state=rng).lr_find(X, y, num_steps=10)
+    after = rng.get_state()
+    np.testing.assert_array_equal(after[1], before[1])
+    assert after[2] == before[2]  # the position: nothing drawn
 
 
 @pytest.mark.slow
@@ -299,7 +308,8 @@ def test_lr_find_on_a_transfer_classifier_sweeps_its_head(small_digits):
     X, y = small_digits[0][:96], small_digits[1][:96]
     keras = get_keras()
     inputs = keras.Input((None, None, 1))
-    own = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # a backbone receives 0-255 pixels
+    own = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x))
     clf = TransferClassifier(backbone=own, weights=None, random_state=0)
     before = [w.copy() for w in own.get_weights()]
     found = clf.lr_find(X, y, num_steps=30)
