@@ -165,11 +165,11 @@ def suggestion_index(losses: np.ndarray) -> int:
 def valley(losses: np.ndarray) -> int:
     """The index halfway down the longest valley of ``losses``.
 
-    The valley is the longest chain of points, left to right, each lower
-    than the one before (not necessarily neighbours, so noise does not
-    break it); it runs from the chain's first point to its last. The middle
-    of that stretch is where the loss falls steadily, far from both the
-    flat start and the blow-up.
+    The valley ends at the last point of the longest chain of points, left
+    to right, each lower than the one before (not necessarily neighbours,
+    so noise does not break it), and is as many points long as the chain.
+    Its middle is where the loss falls steadily, away from both the flat
+    start and the blow-up.
     """
     losses = np.asarray(losses, dtype=np.float64)
     n = len(losses)
