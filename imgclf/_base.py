@@ -43,8 +43,11 @@ from ._params import (
 from ._training import (
     EARLY_STOPPING_MIN_DELTA,
     LR_SCHEDULES,
+    batchnorm_sample_size,
     collect_garbage,
     count_fitting,
+    holdout_size,
+    refresh_batchnorm,
     resolve_batch_size,
     stage_callbacks,
 )
@@ -339,6 +342,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
+                refresh_batchnorm(self.model_, lambda: self._batchnorm_sample(images, train, seed))
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         self.interrupted_ = False
@@ -424,12 +428,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """``(train, validation)`` positions: a stratified hold-out of
         ``validation_fraction`` (validation is None without one)."""
         n = len(y_enc)
-        fraction = self.validation_fraction
-        n_val = int(round(fraction * n))
-        if fraction == 0 or n_val < 1 or n - n_val < 1:
-            return np.arange(n), None
         counts = np.bincount(y_enc)
-        if n_val >= len(counts) and counts.min() >= 2 and n - n_val >= len(counts):
+        n_val = holdout_size(self.validation_fraction, counts)
+        if n_val == 0:
+            return np.arange(n), None
+        if counts[counts > 0].min() >= 2:
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
             train, val = next(splitter.split(np.zeros(n), y_enc))
         else:
@@ -468,6 +471,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
         data["class_weight"] = self._class_weight(y_enc[train])
         return data
+
+    def _batchnorm_sample(self, images: Images, train, seed) -> list:
+        """Batches of network input from a random sample of the training images,
+        for :func:`imgclf._training.refresh_batchnorm`."""
+        size = batchnorm_sample_size(len(train), (*self.image_size_, self.n_channels_))
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(train, size=size, replace=False))
+        return [np.asarray(batch) for batch in self._predict_batches(images.subset(chosen))]
 
     def _naming_bad_files(self, images: Images, what: str):
         """A file that fails to decode while streaming raises ``ImageFileError``

@@ -226,3 +226,79 @@ def pixel_range(array: np.ndarray) -> tuple[float, float]:
     if low >= 0 and high <= 1:
         return (0.0, 1.0)
     return (low, high)
+
+
+#: A hold-out smaller than this many images per class is not made: its loss
+#: is too noisy for early stopping, which then keeps the weights of an
+#: early epoch (10 Fashion-MNIST images per class with a 10 % hold-out
+#: ended at chance for 5 seeds out of 5; ``benchmarks/bench_tiny.py``).
+MIN_VALIDATION_PER_CLASS = 5
+
+#: BatchNorm statistics are recomputed at the end of ``fit`` from at most
+#: this many training images...
+BATCHNORM_IMAGES = 2048
+#: ...and at most this many bytes of them as float32 network input.
+BATCHNORM_BYTES = 256 * 2**20
+
+
+def holdout_size(fraction: float, counts: np.ndarray) -> int:
+    """Images to hold out for early stopping: ``fraction`` of them, or 0 when
+    that leaves fewer than :data:`MIN_VALIDATION_PER_CLASS` images per class
+    (``counts``: images per class) or nothing to train on."""
+    n = int(counts.sum())
+    n_val = int(round(fraction * n))
+    present = int(np.count_nonzero(counts))
+    if n_val < MIN_VALIDATION_PER_CLASS * present or n - n_val < present:
+        return 0
+    return n_val
+
+
+def batchnorm_sample_size(n_train: int, image_shape: tuple[int, ...]) -> int:
+    """How many training images :func:`refresh_batchnorm` computes statistics on."""
+    per_image = 4 * int(np.prod(image_shape))
+    return int(min(n_train, BATCHNORM_IMAGES, max(1, BATCHNORM_BYTES // per_image)))
+
+
+def refresh_batchnorm(model, sample) -> int:
+    """Set every trainable top-level BatchNorm layer's moving mean and variance
+    to the exact mean and (biased) variance of its input over the batches of
+    network input that ``sample()`` returns (called once, only if there are
+    such layers).
+
+    During training the moving statistics are an exponential average of
+    batch statistics taken while the weights changed; after a few dozen steps
+    (a short fit, a tiny dataset) they are still mostly their initial values
+    (0 and 1), and the network scores at chance in inference mode while its
+    training-mode accuracy is high (120 digits, 3 epochs: 0.333 -> 0.837 with
+    exact statistics; ``benchmarks/bench_tiny.py``). The layers are refreshed
+    in network order, each from inputs computed with the ones before it
+    already refreshed, in inference mode (no augmentation, no dropout), as
+    the network will run in prediction.
+
+    Layers of a nested model (a pretrained backbone, whose statistics must
+    stay those of its pretraining) and frozen layers are left as they are.
+    Returns the number of layers refreshed.
+    """
+    keras = get_keras()
+    norms = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    batches = list(sample()) if norms else []
+    for layer in norms:
+        inner = keras.Model(model.input, layer.input)
+        axis = layer.axis
+        total = total_sq = 0.0
+        count = 0
+        for batch in batches:
+            out = np.asarray(inner(batch, training=False), dtype=np.float64)
+            out = np.moveaxis(out, axis, -1).reshape(-1, out.shape[axis])
+            total = total + out.sum(0)
+            total_sq = total_sq + np.square(out).sum(0)
+            count += out.shape[0]
+        mean = total / count
+        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))
+    return len(norms)

@@ -70,7 +70,9 @@ class CNNClassifier(BaseImageClassifier):
         Epochs without improvement before early stopping.
     validation_fraction : float, default=0.1
         Stratified hold-out used for early stopping and ``history_["val_*"]``.
-        ``0.0`` trains on everything.
+        ``0.0`` trains on everything. No hold-out is made when it would hold
+        fewer than 5 images per class (too few to judge epochs by): early
+        stopping then watches the training loss.
     class_weight : dict, "balanced" or None, default=None
         Weights per class label, or ``"balanced"`` for inverse frequency.
     random_state : int, RandomState or None, default=None

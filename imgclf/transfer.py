@@ -104,7 +104,8 @@ class TransferClassifier(BaseImageClassifier):
     patience : int, default=5
         Epochs without improvement before early stopping.
     validation_fraction : float, default=0.1
-        Stratified hold-out for early stopping and ``history_["val_*"]``.
+        Stratified hold-out for early stopping and ``history_["val_*"]``;
+        none when it would hold fewer than 5 images per class.
     class_weight : dict, "balanced" or None, default=None
         Weights per class label, or ``"balanced"``.
     random_state : int, RandomState or None, default=None

@@ -5,7 +5,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from imgclf import CNNClassifier
 
-# About 50 fits of 15 epochs: the full suite runs them, the fast tier does not.
+# About 50 fits of 6 epochs: the full suite runs them, the fast tier does not.
+# (15 epochs were needed for check_classifiers_train's accuracy bar before fit
+# ended with exact BatchNorm statistics; 6 pass now.)
 pytestmark = pytest.mark.slow
 
 # Checks a neural network cannot pass by design, each with the reason.
@@ -21,7 +23,7 @@ EXPECTED_FAILED_CHECKS = {
 
 
 def _tiny():
-    return CNNClassifier(epochs=15, batch_size=16, filters=8, learning_rate=3e-3, random_state=0)
+    return CNNClassifier(epochs=6, batch_size=16, filters=8, learning_rate=3e-3, random_state=0)
 
 
 @parametrize_with_checks([_tiny()], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
