@@ -342,7 +342,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
-                refresh_batchnorm(self.model_, lambda: self._batchnorm_sample(images, train, seed))
+                refresh_batchnorm(
+                    self.model_,
+                    lambda: self._batchnorm_sample(images, train, seed),
+                    judge=self._holdout_loss(data),
+                )
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         self.interrupted_ = False
@@ -471,6 +475,19 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
         data["class_weight"] = self._class_weight(y_enc[train])
         return data
+
+    def _holdout_loss(self, data):
+        """A function giving the network's loss on the hold-out, or None without one."""
+        held = data.get("validation_data") if isinstance(data, dict) else None
+        if held is None:
+            return None
+        x, y = held if isinstance(held, tuple) else (held, None)
+        size = {"batch_size": self.batch_size_} if y is not None else {}
+
+        def loss() -> float:
+            return float(self.model_.evaluate(x, y, verbose=0, return_dict=True, **size)["loss"])
+
+        return loss
 
     def _batchnorm_sample(self, images: Images, train, seed) -> list:
         """Batches of network input from a random sample of the training images,

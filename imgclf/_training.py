@@ -236,7 +236,7 @@ MIN_VALIDATION_PER_CLASS = 5
 
 #: BatchNorm statistics are recomputed at the end of ``fit`` from at most
 #: this many training images...
-BATCHNORM_IMAGES = 2048
+BATCHNORM_IMAGES = 1024
 #: ...and at most this many bytes of them as float32 network input.
 BATCHNORM_BYTES = 256 * 2**20
 
@@ -259,7 +259,7 @@ def batchnorm_sample_size(n_train: int, image_shape: tuple[int, ...]) -> int:
     return int(min(n_train, BATCHNORM_IMAGES, max(1, BATCHNORM_BYTES // per_image)))
 
 
-def refresh_batchnorm(model, sample) -> int:
+def refresh_batchnorm(model, sample, judge=None) -> int:
     """Set every trainable top-level BatchNorm layer's moving mean and variance
     to the exact mean and (biased) variance of its input over the batches of
     network input that ``sample()`` returns (called once, only if there are
@@ -277,7 +277,11 @@ def refresh_batchnorm(model, sample) -> int:
 
     Layers of a nested model (a pretrained backbone, whose statistics must
     stay those of its pretraining) and frozen layers are left as they are.
-    Returns the number of layers refreshed.
+
+    ``judge``, if given, returns the model's loss on held-out data: the new
+    statistics are kept only if they do not raise it (on full digits the
+    moving averages of a long fit were as good or better by a test image or
+    two). Returns the number of layers refreshed and kept.
     """
     keras = get_keras()
     norms = [
@@ -285,20 +289,34 @@ def refresh_batchnorm(model, sample) -> int:
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]
-    batches = list(sample()) if norms else []
+    if not norms:
+        return 0
+    tf = get_tf()
+    before_loss = judge() if judge is not None else None
+    before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+    pixels = np.concatenate([np.asarray(batch, dtype=np.float32) for batch in sample()])
+    batches = [pixels[i : i + 256] for i in range(0, len(pixels), 256)]
     for layer in norms:
         inner = keras.Model(model.input, layer.input)
-        axis = layer.axis
-        total = total_sq = 0.0
-        count = 0
+        axes = [
+            i for i in range(len(layer.input.shape)) if i != layer.axis % len(layer.input.shape)
+        ]
+        # Per-batch moments in float32, merged exactly in float64 (Chan et al.).
+        count, mean, m2 = 0, 0.0, 0.0
         for batch in batches:
-            out = np.asarray(inner(batch, training=False), dtype=np.float64)
-            out = np.moveaxis(out, axis, -1).reshape(-1, out.shape[axis])
-            total = total + out.sum(0)
-            total_sq = total_sq + np.square(out).sum(0)
-            count += out.shape[0]
-        mean = total / count
-        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(variance.astype(np.float32))
+            out = tf.cast(inner(batch, training=False), tf.float32)
+            n = int(np.prod([out.shape[i] for i in axes]))
+            batch_mean, batch_var = (t.numpy().astype(np.float64) for t in tf.nn.moments(out, axes))
+            delta = batch_mean - mean
+            total = count + n
+            mean = mean + delta * n / total
+            m2 = m2 + batch_var * n + np.square(delta) * count * n / total
+            count = total
+        layer.moving_mean.assign(np.asarray(mean, dtype=np.float32))
+        layer.moving_variance.assign(np.asarray(m2 / count, dtype=np.float32))
+    if before_loss is not None and not judge() <= before_loss:
+        for layer, (mean, variance) in zip(norms, before, strict=True):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        return 0
     return len(norms)

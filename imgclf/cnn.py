@@ -182,7 +182,7 @@ class CNNClassifier(BaseImageClassifier):
     >>> from sklearn.datasets import load_digits
     >>> from imgclf import CNNClassifier
     >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(epochs=2, random_state=0).fit(X[:200], y[:200])
+    >>> clf = CNNClassifier(epochs=2, random_state=0).fit(X[:500], y[:500])
     >>> clf.predict(X[:3]).shape
     (3,)
     >>> sorted(clf.history_)

@@ -29,7 +29,7 @@ def test_holdout_size_needs_enough_images_per_class():
 
 def test_batchnorm_sample_is_bounded_by_count_and_bytes():
     assert batchnorm_sample_size(100, (8, 8, 1)) == 100
-    assert batchnorm_sample_size(60_000, (28, 28, 1)) == 2048
+    assert batchnorm_sample_size(60_000, (28, 28, 1)) == 1024
     # 224x224x3 float32 is 602,112 bytes: 256 MiB holds 445 of them.
     assert batchnorm_sample_size(60_000, (224, 224, 3)) == 445
 
@@ -126,3 +126,17 @@ def test_transfer_backbone_statistics_are_left_alone(small_digits):
     after = inner.get_layer("backbone_bn").get_weights()
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_refresh_kept_only_if_the_holdout_loss_does_not_rise():
+    inputs = keras.Input((4, 4, 1))
+    norm = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, norm(inputs))
+    data = np.random.default_rng(0).normal(3.0, 2.0, (64, 4, 4, 1)).astype(np.float32)
+    losses = iter([1.0, 2.0])  # before, after: worse -> the old statistics come back
+    assert refresh_batchnorm(model, lambda: [data], judge=lambda: next(losses)) == 0
+    np.testing.assert_allclose(norm.moving_mean.numpy(), [0.0])
+    np.testing.assert_allclose(norm.moving_variance.numpy(), [1.0])
+    losses = iter([1.0, 1.0])
+    assert refresh_batchnorm(model, lambda: [data], judge=lambda: next(losses)) == 1
+    np.testing.assert_allclose(norm.moving_mean.numpy(), [data.mean()], rtol=1e-5)

@@ -288,7 +288,8 @@ def test_backbone_runs_once_per_image_without_augmentation(pretrained, small_dig
     original = transfer._features
     monkeypatch.setattr(transfer, "_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     X, y = small_digits
-    TransferClassifier(backbone=pretrained, epochs=3, random_state=0).fit(X[:100], y[:100])
+    # 200 images of 3 classes: a 20-image hold-out (fewer than 5 per class get none).
+    TransferClassifier(backbone=pretrained, epochs=3, random_state=0).fit(X[:200], y[:200])
     assert len(calls) == 2  # training and validation features, once each
     calls.clear()
     TransferClassifier(backbone=pretrained, epochs=1, augment="light", random_state=0).fit(
