@@ -258,9 +258,14 @@ def _cmd_train(args) -> int:
             f"(epoch {best + 1}, the weights kept)."
         )
     else:
+        why = (
+            "--validation-fraction 0"
+            if args.validation_fraction == 0
+            else "fewer than 5 images per class would be held out"
+        )
         print(
             f"Trained {n_epochs} epochs; training accuracy {history['accuracy'][-1]:.3f} "
-            "(no validation hold-out: --validation-fraction 0)."
+            f"(no validation hold-out: {why})."
         )
     clf.save(args.out)
     print(f"Saved the model to {args.out}")
