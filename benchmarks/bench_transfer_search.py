@@ -64,10 +64,14 @@ def write_pngs(folder: str, images: np.ndarray, size: int) -> list[str]:
 def search(paths, y, memory, args):
     from sklearn.model_selection import GridSearchCV
 
+    own = args.backbone.endswith(".keras")
     clf = TransferClassifier(
         backbone=args.backbone,
-        weights=None,
-        image_size=args.size,
+        # A named backbone starts random (no ImageNet weights here); a saved
+        # network keeps its weights and takes its own input size.
+        weights="imagenet" if own else None,
+        image_size=None if own else args.size,
+        fine_tune_epochs=0,  # a search over the head (fine-tune the best one after)
         random_state=0,
         memory=memory,
     )
@@ -108,7 +112,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--backbone", default="mobilenet_v3_small")
+    parser.add_argument(
+        "--backbone",
+        default="mobilenet_v3_small",
+        help="a named backbone (weights=None) or a saved .keras network (its weights)",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--folder", default=None, help="where the PNG files go (default: temp)")
@@ -121,8 +129,14 @@ def main():
     y = y[: args.images]
 
     # Import TensorFlow and trace once outside the timings.
+    own = args.backbone.endswith(".keras")
     TransferClassifier(
-        backbone=args.backbone, weights=None, image_size=args.size, epochs=1, random_state=0
+        backbone=args.backbone,
+        weights="imagenet" if own else None,
+        image_size=None if own else args.size,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
     ).fit(paths[:60], y[:60])
 
     runs = {"without": [], "cold": [], "warm": []}

@@ -707,7 +707,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         views = self._tta_views()
-        images = self._check_predict_images(X)
+        return self._proba(self._check_predict_images(X), views)
+
+    def _proba(self, images: Images, views: list) -> np.ndarray:
+        """``predict_proba`` of checked ``images``, averaged over ``views``."""
         shape = (*self.image_size_, self.n_channels_)
         if len(views) == 1 and (
             images.array is None or len(images) > inference.DIRECT_CALL_MAX_IMAGES

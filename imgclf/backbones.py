@@ -10,9 +10,11 @@ images in 0-1 like every imgclf network.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,4 +250,56 @@ def _freeze_batchnorm(layer) -> None:
             _freeze_batchnorm(sub)
 
 
-__all__ = ["BACKBONES", "Backbone", "get_backbone"]
+def weights_digest(model) -> bytes:
+    """Digest of every weight of ``model`` (values, shapes, dtypes, in order)."""
+    h = hashlib.blake2b(digest_size=16)
+    for w in model.weights:
+        w = np.ascontiguousarray(w.numpy())
+        h.update(f"{w.dtype.str}{w.shape}".encode())
+        h.update(w.tobytes())
+    return h.digest()
+
+
+class SharedBackbones:
+    """Built, frozen backbones kept for later fits of this process.
+
+    Building a network such as MobileNetV3Small costs more than training a
+    head on cached features, so fits that read their features from
+    ``memory`` (a grid search) take the backbone the previous fit built for
+    the same recipe. A fit may use a shared backbone only if it never changes
+    its weights (no fine-tuning, no warm start): each entry keeps the digest
+    of its weights when stored and is dropped, not served, if they changed
+    since (say a user trained a fitted ``model_`` by hand). At most
+    ``capacity`` backbones are kept, the least recently used dropped first.
+    """
+
+    def __init__(self, capacity: int = 1):
+        self.capacity = capacity
+        self._entries: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        """The backbone stored under ``key``, unchanged since, or None."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        backbone, digest = entry
+        if weights_digest(backbone) != digest:
+            return None
+        self._entries[key] = entry
+        return backbone
+
+    def put(self, key, backbone) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (backbone, weights_digest(backbone))
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+#: The process's shared backbones (see :class:`SharedBackbones`).
+shared_backbones = SharedBackbones()
+
+
+__all__ = ["BACKBONES", "Backbone", "SharedBackbones", "get_backbone", "shared_backbones"]

@@ -121,9 +121,9 @@ class FeatureStore:
     def open(cls, root: str, network: bytes) -> FeatureStore | None:
         """The store for ``network`` under ``root``, or None (with a warning)
         if the folder cannot be created."""
-        folder = os.path.join(root, f"imgclf-features-v{FORMAT}", network.hex())
+        store = cls.reader(root, network)
         try:
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(store.folder, exist_ok=True)
         except OSError as exc:
             warnings.warn(
                 f"memory={root!r} cannot hold the feature cache ({exc}); training goes on "
@@ -132,7 +132,13 @@ class FeatureStore:
                 stacklevel=2,
             )
             return None
-        return cls(folder, network)
+        return store
+
+    @classmethod
+    def reader(cls, root: str, network: bytes) -> FeatureStore:
+        """The store for ``network`` under ``root``, to read (nothing is created:
+        a missing folder has no entries)."""
+        return cls(os.path.join(root, f"imgclf-features-v{FORMAT}", network.hex()), network)
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:

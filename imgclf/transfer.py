@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import warnings
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ from .backbones import (
     feature_tensor,
     input_shape,
     load_weights,
+    shared_backbones,
     unfreeze_top,
     unknown_backbone_message,
 )
@@ -423,13 +425,15 @@ class TransferClassifier(BaseImageClassifier):
     # --------------------------------------------------------------- network
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers
+        # Drawn before the backbone is built, so the head starts from the same
+        # weights whether the backbone is built or taken from shared_backbones.
+        head_seed = random.randint(1, 10**9)
         named = self._named()
         if named is not None:
             x = named.preprocess_layers(x)
-            backbone = self._named_backbone(named)
         else:
             x = layers.Rescaling(255.0, name="preprocess")(x)
-            backbone = self._own_backbone()
+        backbone = self._backbone(named)
         if self.weights is None:
             # Nothing learned to protect: BatchNorm must learn statistics too.
             features = backbone(x)
@@ -449,17 +453,62 @@ class TransferClassifier(BaseImageClassifier):
                 f"backbone output has shape {features.shape}; expected a feature map "
                 "(None, h, w, c) or a feature vector (None, d)."
             )
-        return _apply(self._head_layers(n_classes), features)
+        return _apply(self._head_layers(n_classes, head_seed), features)
 
-    def _head_layers(self, n_classes: int) -> list:
+    def _head_layers(self, n_classes: int, seed: int) -> list:
         """The new head on the pooled features: dropout and a softmax layer."""
-        layers = get_keras().layers
-        head = [layers.Dropout(self.dropout, name="dropout")] if self.dropout else []
+        keras = get_keras()
+        layers = keras.layers
+        head = [layers.Dropout(self.dropout, seed=seed + 1, name="dropout")] if self.dropout else []
         # float32 whatever the precision: a float16 softmax loses probability mass.
         classifier = layers.Dense(
-            n_classes, activation="softmax", dtype="float32", name="classifier"
+            n_classes,
+            activation="softmax",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            dtype="float32",
+            name="classifier",
         )
         return [*head, classifier]
+
+    def _backbone(self, named: Backbone | None):
+        """The backbone for this fit: built, or (when it may be shared) the one
+        an earlier fit of this process built for the same recipe."""
+        key = self._shared_key(named)
+        backbone = None if key is None else shared_backbones.get(key)
+        if backbone is None:
+            backbone = self._named_backbone(named) if named is not None else self._own_backbone()
+            if key is not None:
+                shared_backbones.put(key, backbone)
+        return backbone
+
+    def _shared_key(self, named: Backbone | None):
+        """Everything a backbone built now depends on, when this fit may share it:
+        it reads features from ``memory`` and never changes the backbone's
+        weights. None otherwise."""
+        if (
+            featcache.location(self.memory) is None
+            or self.augment
+            or self.fine_tune_epochs
+            or self.warm_start
+            or _is_keras_model(self.backbone)
+            or get_tf().distribute.has_strategy()
+        ):
+            return None
+        state = None
+        if self.weights is None:
+            if self.random_state is None:
+                return None
+            # A random backbone's weights follow from Python's random state
+            # (Keras draws its initializers' seeds there).
+            state = _config_digest(repr(random.getstate()))
+        return (
+            named.name if named is not None else _file_identity(self.backbone),
+            self.weights if self.weights in (None, "imagenet") else _file_identity(self.weights),
+            state,
+            tuple(self.image_size_),
+            self.n_channels_,
+            get_keras().config.dtype_policy().name,
+        )
 
     def _named_backbone(self, named: Backbone):
         keras = get_keras()
@@ -513,6 +562,7 @@ class TransferClassifier(BaseImageClassifier):
         """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune stage."""
         backbone = model.get_layer("backbone")
         backbone.trainable = False
+        self.__dict__.pop("_memory_key", None)
         data = None
         if self._fast_frozen_stage and not self.augment:
             history = self._run_stage(
@@ -566,10 +616,7 @@ class TransferClassifier(BaseImageClassifier):
         # In the scope of model's strategy, whose variables the head shares.
         with model.distribute_strategy.scope():
             inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
-            head = [model.get_layer("classifier")]
-            if self.dropout:
-                head.insert(0, model.get_layer("dropout"))
-            return keras.Model(inputs, _apply(head, inputs), name="head")
+            return keras.Model(inputs, _apply(_head_of(model), inputs), name="head")
 
     def _feature_data(self, model, samples: _Samples) -> dict:
         """Keyword arguments of ``model.fit`` for the head: the frozen backbone's
@@ -577,10 +624,12 @@ class TransferClassifier(BaseImageClassifier):
         order. Without augmentation they never change, so they are computed
         once per fit, or read from ``memory`` when an earlier fit stored them,
         and each epoch of the frozen stage is a pass over small vectors."""
-        keras = get_keras()
-        extractor = keras.Model(model.inputs[0], model.get_layer("features").output)
+        extractor = _extractor(model)
         images, y_enc, train, val, _ = samples
         store = self._feature_store(extractor, images)
+        if store is not None:
+            # predict may read these features while the backbone stays as it is.
+            self.__dict__["_memory_key"] = store.network
         y = y_enc[train]
         x = self._features_of(extractor, images.subset(train), y, store)
         validation = None
@@ -635,9 +684,7 @@ class TransferClassifier(BaseImageClassifier):
             )
             return None
         try:
-            key = featcache.network_key(
-                self._extractor_identity(extractor, images), _weights(extractor)
-            )
+            key = self._network_key(extractor, images)
         except Exception as exc:  # e.g. a custom layer without get_config
             warnings.warn(
                 f"{type(self).__name__}(memory={root!r}) is not used: the backbone could not "
@@ -648,6 +695,45 @@ class TransferClassifier(BaseImageClassifier):
             )
             return None
         return featcache.FeatureStore.open(root, key)
+
+    def _network_key(self, extractor, images: Images) -> bytes:
+        """The key of ``extractor``'s features of images like ``images``."""
+        return featcache.network_key(
+            self._extractor_identity(extractor, images), _weights(extractor)
+        )
+
+    # ------------------------------------------------------------- predict
+    def _proba(self, images: Images, views: list) -> np.ndarray:
+        if len(views) == 1:
+            proba = self._proba_from_memory(images)
+            if proba is not None:
+                return proba
+        return super()._proba(images, views)
+
+    def _proba_from_memory(self, images: Images) -> np.ndarray | None:
+        """Probabilities from the features ``memory`` holds for every one of
+        ``images``, when ``model_``'s backbone is still exactly the one they
+        were computed with (its weights are hashed again to make sure: a
+        fine-tuned or hand-trained backbone does not match); None otherwise,
+        and ``predict`` runs the whole network. In a grid search the test
+        fold's images were training images of the other folds, so scoring
+        needs only the head."""
+        key = self.__dict__.get("_memory_key")
+        root = featcache.location(self.memory)
+        if key is None or root is None:
+            return None
+        found, _ = featcache.FeatureStore.reader(root, key).get(_image_keys(images))
+        if any(f is None for f in found):
+            return None
+        try:
+            if self._network_key(_extractor(self.model_), images) != key:
+                return None
+        except Exception:  # e.g. a backbone that cannot be described: run it
+            return None
+        x = np.stack(found).astype(np.float32, copy=False)
+        for layer in _head_of(self.model_):
+            x = layer(x, training=False)
+        return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
 
     def _extractor_identity(self, extractor, images: Images) -> dict:
         """Everything the features depend on besides the image and the weights."""
@@ -719,10 +805,26 @@ def _backbone_problem(value: str) -> str | None:
     return None
 
 
+def _file_identity(path) -> tuple:
+    stat = os.stat(path)
+    return (os.path.abspath(os.fspath(path)), stat.st_size, stat.st_mtime_ns)
+
+
 def _image_keys(images: Images) -> list:
     if images.array is not None:
         return featcache.array_keys(images.array)
     return featcache.path_keys(images.paths)
+
+
+def _extractor(model):
+    """``model`` from its input to its pooled features (sharing its layers)."""
+    return get_keras().Model(model.inputs[0], model.get_layer("features").output)
+
+
+def _head_of(model) -> list:
+    """``model``'s head layers, in order: dropout (if any) and the classifier."""
+    names = {layer.name for layer in model.layers}
+    return [model.get_layer(n) for n in ("dropout", "classifier") if n in names]
 
 
 def _weights(model) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ any input size), so each fit takes a second or two.
 import errno
 import multiprocessing
 import os
+import shutil
 import warnings
 
 import joblib
@@ -15,6 +16,7 @@ import pytest
 from sklearn.model_selection import GridSearchCV
 
 from imgclf import TransferClassifier, featcache
+from imgclf._base import BaseImageClassifier
 from imgclf._backend import get_keras
 from imgclf.exceptions import InputError
 from imgclf.featcache import FeatureCacheWarning, FeatureStore
@@ -76,11 +78,67 @@ def test_second_fit_reads_every_feature_and_trains_the_same(
     np.testing.assert_array_equal(again.predict_proba(X[:20]), plain.predict_proba(X[:20]))
 
 
-def test_predict_never_reads_the_cache(tiny_backbone, small_digits, tmp_path, monkeypatch):
+def _full_network_proba(clf, X):
+    """predict_proba through the whole network, whatever memory holds."""
+    return BaseImageClassifier._proba(clf, clf._check_predict_images(X), clf._tta_views())
+
+
+def test_predict_reads_cached_features_never_needs_them(
+    tiny_backbone, small_digits, tmp_path, monkeypatch
+):
     X, y = small_digits[0][:60], small_digits[1][:60]
     clf = _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y)
-    monkeypatch.setattr(FeatureStore, "get", lambda *a: pytest.fail("predict read the cache"))
-    assert clf.predict(X[:5]).shape == (5,)
+    full = _full_network_proba(clf, X)
+    unseen = _full_network_proba(clf, small_digits[0][60:65])
+    with monkeypatch.context() as m:
+        m.setattr(BaseImageClassifier, "_proba", lambda *a: pytest.fail("ran the network"))
+        np.testing.assert_allclose(clf.predict_proba(X), full, rtol=1e-5, atol=1e-6)
+    # Images memory does not hold, or no memory at all: the whole network.
+    np.testing.assert_array_equal(clf.predict_proba(small_digits[0][60:65]), unseen)
+    shutil.rmtree(tmp_path)
+    np.testing.assert_array_equal(clf.predict_proba(X), full)
+
+
+def test_predict_ignores_memory_once_the_backbone_changed(tiny_backbone, small_digits, tmp_path):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    clf = _clf(tiny_backbone, memory=str(tmp_path)).fit(X, y)
+    kernel = clf.model_.get_layer("backbone").weights[0]
+    kernel.assign(kernel.numpy() * 3.0)  # as training model_ by hand would
+    np.testing.assert_array_equal(clf.predict_proba(X), _full_network_proba(clf, X))
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tiny_backbone, tmp_path_factory):
+    path = tmp_path_factory.mktemp("backbone") / "tiny.keras"
+    tiny_backbone.save(path)
+    return str(path)
+
+
+def test_fits_with_memory_share_one_built_backbone(backbone_file, small_digits, tmp_path):
+    X, y = small_digits[0][:60], small_digits[1][:60]
+    memory = str(tmp_path)
+    plain = _clf(backbone_file, image_size=8).fit(X, y)
+    first = _clf(backbone_file, image_size=8, memory=memory).fit(X, y)
+    second = _clf(backbone_file, image_size=8, memory=memory, dropout=0.1).fit(X, y)
+    shared = first.model_.get_layer("backbone")
+    assert second.model_.get_layer("backbone") is shared
+    assert plain.model_.get_layer("backbone") is not shared  # without memory: its own
+    # Built or shared, the head starts from the same weights and trains the same.
+    again = _clf(backbone_file, image_size=8, memory=memory).fit(X, y)
+    assert again.history_["loss"] == plain.history_["loss"]
+
+    # Fine-tuning changes the backbone: such a fit builds its own.
+    weights = [w.numpy().copy() for w in shared.weights]
+    tuned = _clf(backbone_file, image_size=8, memory=memory, fine_tune_epochs=1).fit(X, y)
+    assert tuned.model_.get_layer("backbone") is not shared
+    for before, w in zip(weights, shared.weights, strict=True):
+        np.testing.assert_array_equal(w.numpy(), before)
+
+    # A shared backbone changed by hand is never served to a later fit.
+    shared.weights[0].assign(shared.weights[0].numpy() + 1.0)
+    later = _clf(backbone_file, image_size=8, memory=memory).fit(X, y)
+    assert later.model_.get_layer("backbone") is not shared
+    assert later.history_["loss"] == plain.history_["loss"]
 
 
 @pytest.mark.slow
