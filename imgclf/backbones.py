@@ -294,6 +294,10 @@ class SharedBackbones:
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
+    def holds(self, backbone) -> bool:
+        """Whether ``backbone`` is one of the shared ones."""
+        return any(entry[0] is backbone for entry in self._entries.values())
+
     def clear(self) -> None:
         self._entries.clear()
 

@@ -560,6 +560,11 @@ class TransferClassifier(BaseImageClassifier):
 
     def _train(self, model, samples: _Samples) -> dict:
         """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune stage."""
+        if self.fine_tune_epochs and shared_backbones.holds(model.get_layer("backbone")):
+            # A warm start on a network whose backbone other fits share (it was
+            # fitted without fine-tuning): fine-tune a private copy instead.
+            model = self.model_ = model_from_bytes(model_to_bytes(model))
+            self.__dict__["_fit_run"].network = model
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)

@@ -131,6 +131,8 @@ def test_fits_with_memory_share_one_built_backbone(backbone_file, small_digits, 
     weights = [w.numpy().copy() for w in shared.weights]
     tuned = _clf(backbone_file, image_size=8, memory=memory, fine_tune_epochs=1).fit(X, y)
     assert tuned.model_.get_layer("backbone") is not shared
+    second.set_params(warm_start=True, fine_tune_epochs=1).fit(X, y)
+    assert second.model_.get_layer("backbone") is not shared
     for before, w in zip(weights, shared.weights, strict=True):
         np.testing.assert_array_equal(w.numpy(), before)
 
