@@ -47,9 +47,27 @@ from _datasets import load_fashion_mnist
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras
 
-SOURCE_CLASSES = (0, 1, 2, 5, 7)
-TARGET_CLASSES = (3, 4, 6, 8, 9)
-CHANCE = 1 / len(TARGET_CLASSES)
+#: Per dataset: the source network's classes and the target classes.
+SPLITS = {
+    "fashion": ((0, 1, 2, 5, 7), (3, 4, 6, 8, 9)),
+    "digits": ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)),
+}
+CHANCE = 1 / 5
+
+
+def load(data: str):
+    """``(X_train, y_train, X_test, y_test)`` as uint8 images."""
+    if data == "fashion":
+        return load_fashion_mnist()
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = np.round(X.reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, stratify=y, random_state=0
+    )
+    return X_train, y_train, X_test, y_test
 
 
 def cpu_seconds() -> float:
@@ -57,20 +75,20 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def source_network(path: str, X, y, X_test, y_test, images: int) -> None:
+def source_network(path: str, X, y, X_test, y_test, images: int, classes) -> None:
     """Train and save the source network once; later runs reuse the file."""
     if os.path.exists(path):
         print(f"source network: {path} (reused)")
         return
     rng = np.random.default_rng(0)
-    index = np.flatnonzero(np.isin(y, SOURCE_CLASSES))
+    index = np.flatnonzero(np.isin(y, classes))
     index = rng.choice(index, min(images, len(index)), replace=False)
     source = CNNClassifier(epochs=15, filters=16, random_state=0)
     wall, cpu = time.perf_counter(), cpu_seconds()
     source.fit(X[index], y[index])
-    keep = np.isin(y_test, SOURCE_CLASSES)
+    keep = np.isin(y_test, classes)
     print(
-        f"source network: classes {SOURCE_CLASSES}, {len(index)} images, "
+        f"source network: classes {classes}, {len(index)} images, "
         f"{time.perf_counter() - wall:.0f} s wall / {cpu_seconds() - cpu:.0f} s CPU, test "
         f"accuracy on its classes {source.score(X_test[keep], y_test[keep]):.4f}; saved to {path}",
         flush=True,
@@ -127,10 +145,8 @@ class Recipe:
         return self.classes_[proba.argmax(1)]
 
 
-def per_class(X, y, n, rng):
-    index = np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), n, replace=False) for c in TARGET_CLASSES]
-    )
+def per_class(X, y, classes, n, rng):
+    index = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes])
     return X[index], y[index]
 
 
@@ -147,6 +163,7 @@ def parse_sets(items) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=sorted(SPLITS), default="fashion")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--epochs", type=int, default=20, help="frozen-stage epochs (guide: 20)")
@@ -160,15 +177,23 @@ def main():
     parser.add_argument("--source-images", type=int, default=12000)
     parser.add_argument(
         "--source-file",
-        default=os.path.join(tempfile.gettempdir(), "imgclf-bench", "fashion-01257.keras"),
-        help="the saved source network (trained and saved there if missing)",
+        help="the saved source network (trained and saved there if missing; default: "
+        "<temp>/imgclf-bench/<data>-<source classes>.keras)",
     )
     args = parser.parse_args()
     extra = parse_sets(args.set)
+    source_classes, target_classes = SPLITS[args.data]
+    args.source_file = args.source_file or os.path.join(
+        tempfile.gettempdir(),
+        "imgclf-bench",
+        f"{args.data}-{''.join(map(str, source_classes))}.keras",
+    )
 
-    X_train, y_train, X_test, y_test = load_fashion_mnist()
-    source_network(args.source_file, X_train, y_train, X_test, y_test, args.source_images)
-    test = np.isin(y_test, TARGET_CLASSES)
+    X_train, y_train, X_test, y_test = load(args.data)
+    source_network(
+        args.source_file, X_train, y_train, X_test, y_test, args.source_images, source_classes
+    )
+    test = np.isin(y_test, target_classes)
     X_eval, y_eval = X_test[test], y_test[test]
 
     def make(side, seed):
@@ -187,7 +212,7 @@ def main():
     results = {}
     for n in args.per_class:
         for seed in args.seeds:
-            X, y = per_class(X_train, y_train, n, np.random.default_rng(seed))
+            X, y = per_class(X_train, y_train, target_classes, n, np.random.default_rng(seed))
             # Sides interleaved per seed, so each meets the same machine load.
             for side in args.sides:
                 clf = make(side, seed)
@@ -205,7 +230,7 @@ def main():
                 )
 
     print(
-        f"\nFashion-MNIST {SOURCE_CLASSES} -> {TARGET_CLASSES}, medians over seeds {args.seeds} "
+        f"\n{args.data} {source_classes} -> {target_classes}, medians over seeds {args.seeds} "
         f"(accuracy on all {len(y_eval)} test images; epochs {args.epochs} + "
         f"{args.fine_tune_epochs}; transfer extra {extra or 'none'}):"
     )

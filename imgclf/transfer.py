@@ -181,11 +181,15 @@ class TransferClassifier(BaseImageClassifier):
         image for ``d`` features (576 for ``"mobilenet_v3_small"``, 1280 for
         ``"mobilenet_v2"``), rounded up to the file system's block (usually
         4 KiB). Safe for several processes at once (``n_jobs``); delete the
-        folder to clear it. Unused with ``augment`` (the features change every
-        epoch), by ``predict``, and with ``weights=None`` and
-        ``random_state=None`` (a new random backbone every fit). A folder that
-        cannot be written or holds foreign files gives a
-        :class:`~imgclf.featcache.FeatureCacheWarning` and training goes on.
+        folder to clear it. Fits that do not fine-tune also share the built
+        backbone within a process (checked by a digest of its weights), and
+        ``predict`` reads the features of images held there while the
+        backbone is unchanged (it never needs them: other images run through
+        the whole network). Unused with ``augment`` (the features change every
+        epoch) and with ``weights=None`` and ``random_state=None`` (a new
+        random backbone every fit). A folder that cannot be written or holds
+        foreign files gives a :class:`~imgclf.featcache.FeatureCacheWarning`
+        and training goes on.
     tta : int, default=0
         Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
         predicts on the images as given; ``n`` averages over them and ``n - 1``

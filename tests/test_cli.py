@@ -211,7 +211,8 @@ def test_train_transfer_without_imagenet(tmp_path, capsys):
     data = _write_images(tmp_path / "imgs", per_class=6)
     model = tmp_path / "t.imgclf"
     argv = ["train", str(data), "--model", "transfer", "--backbone", "mobilenet_v3_small"]
-    argv += ["--weights", "none", "--image-size", "32", "--epochs", "1", "--out", str(model)]
+    argv += ["--weights", "none", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "1"]
+    argv += ["--out", str(model)]
     code, out, err = run(argv + ["--quiet"], capsys)
     assert code == 0, err
     clf = imgclf.load(model)

@@ -137,7 +137,12 @@ def test_transfer_classifier_exports_with_its_preprocessing(tmp_path):
     y = np.repeat(["a", "b"], 20)
     X[y == "a", :16] //= 4  # something to learn
     clf = TransferClassifier(
-        backbone="mobilenet_v3_small", weights=None, image_size=32, epochs=1, random_state=0
+        backbone="mobilenet_v3_small",
+        weights=None,
+        image_size=32,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
     ).fit(X, y)
     clf.export(tmp_path / "m.tflite", format="tflite")
     proba = _tflite_run(str(tmp_path / "m.tflite"), X[:8])

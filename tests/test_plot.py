@@ -199,7 +199,12 @@ def test_grad_cam_on_a_transfer_classifier(tmp_path):
     X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     y = np.repeat(["a", "b"], 20)
     clf = TransferClassifier(
-        backbone="mobilenet_v3_small", weights=None, image_size=32, epochs=1, random_state=0
+        backbone="mobilenet_v3_small",
+        weights=None,
+        image_size=32,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
     ).fit(X, y)
     _, name = explain._forward(clf.model_, None)
     assert name == "backbone"

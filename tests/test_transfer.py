@@ -177,7 +177,12 @@ def test_local_weights_file_is_loaded(tmp_path):
     X = np.random.default_rng(0).integers(0, 255, size=(40, 32, 32, 3), dtype=np.uint8)
     y = np.arange(40) % 2
     clf = TransferClassifier(
-        backbone="mobilenet_v3_small", weights=path, image_size=32, epochs=1, random_state=0
+        backbone="mobilenet_v3_small",
+        weights=path,
+        image_size=32,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
     ).fit(X, y)
     loaded = clf.model_.get_layer("backbone").get_weights()
     # The frozen stage leaves the backbone as loaded: every array from the file.
@@ -273,7 +278,14 @@ class PlainTransfer(TransferClassifier):
 
 def test_fast_frozen_stage_trains_the_same_network_as_the_plain_one(pretrained, small_digits):
     X, y = small_digits
-    params = dict(backbone=pretrained, epochs=4, dropout=0.0, batch_size=32, random_state=0)
+    params = dict(
+        backbone=pretrained,
+        epochs=4,
+        fine_tune_epochs=0,
+        dropout=0.0,
+        batch_size=32,
+        random_state=0,
+    )
     fast = TransferClassifier(**params).fit(X[:200], y[:200])
     plain = PlainTransfer(**params).fit(X[:200], y[:200])
     np.testing.assert_allclose(fast.history_["loss"], plain.history_["loss"], rtol=1e-4)
@@ -289,12 +301,14 @@ def test_backbone_runs_once_per_image_without_augmentation(pretrained, small_dig
     monkeypatch.setattr(transfer, "_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     X, y = small_digits
     # 200 images of 3 classes: a 20-image hold-out (fewer than 5 per class get none).
-    TransferClassifier(backbone=pretrained, epochs=3, random_state=0).fit(X[:200], y[:200])
+    TransferClassifier(backbone=pretrained, epochs=3, fine_tune_epochs=0, random_state=0).fit(
+        X[:200], y[:200]
+    )
     assert len(calls) == 2  # training and validation features, once each
     calls.clear()
-    TransferClassifier(backbone=pretrained, epochs=1, augment="light", random_state=0).fit(
-        X[:100], y[:100]
-    )
+    TransferClassifier(
+        backbone=pretrained, epochs=1, fine_tune_epochs=0, augment="light", random_state=0
+    ).fit(X[:100], y[:100])
     assert calls == []  # augmentation changes the images every epoch: no cache
 
 
@@ -327,7 +341,12 @@ def test_backbone_from_a_keras_file_and_grid_search(pretrained, small_digits, tm
     pretrained.save(path)
     X, y = small_digits
     est = TransferClassifier(
-        backbone=path, epochs=12, learning_rate=3e-2, batch_size=32, random_state=0
+        backbone=path,
+        epochs=12,
+        fine_tune_epochs=0,
+        learning_rate=3e-2,
+        batch_size=32,
+        random_state=0,
     )
     assert clone(est).get_params()["backbone"] == path
     search = GridSearchCV(est, {"dropout": [0.0, 0.3]}, cv=2).fit(X[:160], y[:160])
@@ -354,7 +373,9 @@ def test_image_paths_as_samples(pretrained, small_digits, tmp_path):
     inputs = keras.Input((None, None, 1))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     own = keras.Model(inputs, x)
-    clf = TransferClassifier(backbone=own, weights=None, image_size=16, epochs=2, random_state=0)
+    clf = TransferClassifier(
+        backbone=own, weights=None, image_size=16, epochs=2, fine_tune_epochs=0, random_state=0
+    )
     clf.fit(paths, y[:60])
     assert clf.image_size_ == (16, 16) and clf.n_channels_ == 1
     assert clf.predict(paths[:5]).shape == (5,)
@@ -368,6 +389,7 @@ def test_named_backbone_with_grayscale_arrays_and_class_weight(small_digits):
         weights=None,
         image_size=32,
         epochs=1,
+        fine_tune_epochs=0,
         class_weight="balanced",
         random_state=0,
     ).fit(X[:64], y[:64])
@@ -388,7 +410,9 @@ def test_every_backbone_builds_saves_and_loads(name, tmp_path):
     with no custom objects (slow: builds ResNet50, VGG16, ConvNeXt...)."""
     keras = get_keras()
     spec = BACKBONES[name]
-    clf = TransferClassifier(backbone=name, weights=None, image_size=spec.min_size, epochs=1)
+    clf = TransferClassifier(
+        backbone=name, weights=None, image_size=spec.min_size, epochs=1, fine_tune_epochs=0
+    )
     X = np.random.default_rng(0).integers(0, 255, (8, spec.min_size, spec.min_size, 3), np.uint8)
     clf.fit(X, np.arange(8) % 2)
     path = str(tmp_path / "m.keras")

@@ -16,8 +16,8 @@ import pytest
 from sklearn.model_selection import GridSearchCV
 
 from imgclf import TransferClassifier, featcache
-from imgclf._base import BaseImageClassifier
 from imgclf._backend import get_keras
+from imgclf._base import BaseImageClassifier
 from imgclf.exceptions import InputError
 from imgclf.featcache import FeatureCacheWarning, FeatureStore
 
@@ -47,7 +47,7 @@ def computed(monkeypatch):
 
 
 def _clf(backbone, **params):
-    defaults = dict(backbone=backbone, epochs=3, batch_size=32, random_state=0)
+    defaults = dict(backbone=backbone, epochs=3, fine_tune_epochs=0, batch_size=32, random_state=0)
     return TransferClassifier(**{**defaults, **params})
 
 
