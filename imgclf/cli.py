@@ -429,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, help="maximum epochs (of the frozen stage for transfer)"
     )
     train.add_argument(
-        "--fine-tune-epochs", type=int, help="transfer: epochs of the fine-tune stage"
+        "--fine-tune-epochs",
+        type=int,
+        help="transfer: maximum epochs of the fine-tune stage (default 10; 0 skips it)",
     )
     train.add_argument(
         "--image-size",

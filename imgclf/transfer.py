@@ -158,8 +158,14 @@ class TransferClassifier(BaseImageClassifier):
         ``"auto"`` in searches that run in other processes.
     dropout : float, default=0.2
         Dropout rate before the new softmax layer.
-    fine_tune_epochs : int, default=0
-        Maximum epochs of the fine-tune stage; 0 skips it.
+    fine_tune_epochs : int, default=10
+        Maximum epochs of the fine-tune stage (with early stopping); 0 skips
+        it. Fine-tuning runs the backbone over the training images every
+        epoch, so it costs far more than the frozen stage; in a search over
+        head settings pass 0 (see "In a grid search" in the models guide).
+        On little data it is what makes the most of a related backbone:
+        measured on Fashion-MNIST with 10 images per class it added about 11
+        points of accuracy (see "Choosing the defaults" there).
     fine_tune_layers : int or float, default=0.25
         How much of the backbone to unfreeze: an integer counts layers of
         ``backbone.layers`` from the top, a float in (0, 1] is a fraction of
@@ -232,11 +238,12 @@ class TransferClassifier(BaseImageClassifier):
     >>> from imgclf import TransferClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> clf = TransferClassifier(backbone="mobilenet_v3_small", weights=None,
-    ...                          image_size=32, epochs=2, random_state=0)
+    ...                          image_size=32, epochs=2, fine_tune_epochs=1,
+    ...                          random_state=0)
     >>> clf.fit(X[:100], y[:100]).predict(X[:3]).shape
     (3,)
     >>> clf.history_["stage"]
-    [1.0, 1.0]
+    [1.0, 1.0, 2.0]
     """
 
     # The frozen stage trains the head on features computed once when nothing
@@ -271,7 +278,7 @@ class TransferClassifier(BaseImageClassifier):
         precision: str = "auto",
         distribute=None,
         dropout: float = 0.2,
-        fine_tune_epochs: int = 0,
+        fine_tune_epochs: int = 10,
         fine_tune_layers=0.25,
         fine_tune_learning_rate: float | None = None,
         memory=None,
