@@ -611,6 +611,8 @@ class TransferClassifier(BaseImageClassifier):
         ):
             # Fine-tuning never beat the frozen stage on the hold-out: keep that.
             model.set_weights(frozen_weights)
+        else:
+            self.__dict__.pop("_memory_key", None)  # the backbone the features came from is gone
         for key, values in tuned.items():
             history.setdefault(key, []).extend(values)
         history["stage"].extend([2.0] * len(tuned["loss"]))
