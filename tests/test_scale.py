@@ -21,7 +21,13 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 
 import imgclf
 from imgclf import CNNClassifier, TransferClassifier, devices
-from imgclf._backend import configure_process, get_keras, get_tf, thread_share
+from imgclf._backend import (
+    configure_process,
+    environment_defaults,
+    get_keras,
+    get_tf,
+    thread_share,
+)
 from imgclf.exceptions import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +91,19 @@ def test_configure_process_leaves_a_started_runtime_and_the_users_choices():
     config = _FakeConfig(gpus=["gpu0"])
     assert configure_process(config, {"TF_FORCE_GPU_ALLOW_GROWTH": "false"}) == {}
     assert config.calls == []
+
+
+def test_environment_defaults_turn_onednn_on_unless_the_user_chose():
+    environ = {"KERAS_BACKEND": "tensorflow"}
+    done = environment_defaults(environ)
+    assert environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert done == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    environment_defaults(environ)
+    assert environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    # The process this test runs in imported TensorFlow through imgclf.
+    get_tf()
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") in ("0", "1")
 
 
 def _tensorflow_threads():
