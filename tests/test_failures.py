@@ -95,7 +95,8 @@ def test_invalid_y_on_refit_keeps_previous_state(digits):
 def test_interrupt_keeps_new_network_with_best_weights(ten_and_five, fitted_ten, exc):
     X, y, X5, y5 = ten_and_five
     record = []
-    clf = CNNClassifier(epochs=10, learning_rate=0.03, **TINY)
+    # A 20 % hold-out: 8 images per class (below 5 per class none would be made).
+    clf = CNNClassifier(epochs=10, learning_rate=0.03, validation_fraction=0.2, **TINY)
     clf.fit(X, y)  # a previous fit, to be replaced
     clf.set_params(callbacks=[_stopper(epoch=3, batch=2, exc=exc, record=record)])
     with pytest.warns(UserWarning, match=f"stopped by {exc.__name__} after 3 epoch"):
