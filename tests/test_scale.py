@@ -389,8 +389,10 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 two = imgclf.CNNClassifier(distribute=strategy, **kw).fit(X_tr, y_tr)
 assert two.model_.distribute_strategy is strategy
 assert two.batch_size_ == int(batch_size) // 2 * 2  # a multiple of the 2 replicas
-try:  # a hold-out of 21 images, less than one batch of 64 and odd
-    imgclf.CNNClassifier(distribute=strategy, epochs=1, batch_size=64).fit(X[:210], y[:210])
+try:  # a hold-out of 51 images (over 5 per class), less than one batch of 64 and odd
+    imgclf.CNNClassifier(
+        distribute=strategy, epochs=1, batch_size=64, validation_fraction=0.17
+    ).fit(X[:300], y[:300])
     raise AssertionError("an uneven first batch went through")
 except imgclf.exceptions.InputError as exc:
     assert "not a multiple of 2" in str(exc) and "batch_size" in str(exc), exc
