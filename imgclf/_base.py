@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -61,6 +62,7 @@ from ._validation import (
     class_index,
     image_size_tuple,
 )
+from ._vectorfit import fit_vectors, takes_vectors
 from .augment import PRESETS, augmentation_layers
 from .devices import (
     PRECISIONS,
@@ -574,8 +576,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # user's (so an epoch one of them interrupts still counts).
             callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
+        # Feature vectors in memory (TransferClassifier's frozen stage) train in
+        # imgclf's light loop: model.fit's per-epoch machinery would cost more
+        # than the arithmetic.
+        fit = partial(fit_vectors, model) if takes_vectors(model, data) else model.fit
         with uneven_first_batch_explained(model, type(self).__name__):
-            history = model.fit(
+            history = fit(
                 epochs=epochs,
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,

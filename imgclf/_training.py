@@ -78,7 +78,7 @@ def stage_callbacks(
             )
         )
     else:
-        callbacks.append(_schedule_class()(lr_schedule, learning_rate, epochs))
+        callbacks.append(_schedule_class(lr_schedule)(lr_schedule, learning_rate, epochs))
     if early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -94,57 +94,31 @@ def stage_callbacks(
 _SCHEDULE: list = []
 
 
-def _schedule_class():
-    """The per-batch schedule callback, made on first use so ``import imgclf``
-    stays light."""
+def _schedule_class(schedule: str | None):
+    """The schedule callback for ``schedule`` (a per-batch one, or the
+    constant-rate one for None), its classes made on first use so ``import
+    imgclf`` stays light."""
     if not _SCHEDULE:
         keras = get_keras()
 
-        class BatchSchedule(keras.callbacks.Callback):
-            """Sets the optimizer's learning rate before every batch from the
-            batch's place in the stage (``epoch * steps + batch``), so a stage
-            resumed at ``initial_epoch`` picks the cycle up where it was, and
-            logs the last batch's rate as the epoch's ``learning_rate``.
+        class ConstantRate(keras.callbacks.Callback):
+            """Sets the optimizer's learning rate when training begins and logs
+            it as each epoch's ``learning_rate``.
 
-            A callback rather than a ``LearningRateSchedule`` in the optimizer:
-            the rate stays a plain variable, which checkpoints save and
-            restore like the plateau schedule's, and the step count does not
-            depend on the optimizer's iterations (which a resumed fit's new
-            optimizer restarts from 0).
-            """
+            The rate stays a plain variable, which checkpoints save and
+            restore like the plateau schedule's. No batch hooks: a callback
+            that has them makes Keras (and imgclf's loop for feature vectors)
+            call back after every batch."""
 
             def __init__(self, schedule, learning_rate: float, epochs: int):
                 super().__init__()
                 self.schedule = schedule
                 self.learning_rate = float(learning_rate)
                 self.epochs = int(epochs)
-                self.steps = None  # batches per epoch
-                self.epoch = self.first_epoch = 0
                 self.rate = self.learning_rate
 
             def on_train_begin(self, logs=None):
-                # Keras knows the length of arrays and of imgclf's datasets;
-                # otherwise it is counted in the first epoch, which meanwhile
-                # takes the batches seen so far for the epoch's length.
-                self.steps = (self.params or {}).get("steps")
-                self.first_epoch = None
                 self._set(self.learning_rate)
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-                if self.first_epoch is None:
-                    self.first_epoch = epoch
-
-            # No on_train_batch_end: defining one makes Keras wait for every
-            # batch to finish before it dispatches the next.
-            def on_train_batch_begin(self, batch, logs=None):
-                if self.schedule is None:
-                    return
-                if not (self.params or {}).get("steps") and self.epoch == self.first_epoch:
-                    self.steps = batch + 1
-                steps = self.steps or batch + 1
-                step, total = self.epoch * steps + batch, self.epochs * steps
-                self._set(scheduled_lr(self.schedule, self.learning_rate, step, total))
 
             def on_epoch_end(self, epoch, logs=None):
                 if logs is not None:
@@ -154,8 +128,46 @@ def _schedule_class():
                 self.rate = float(rate)
                 self.model.optimizer.learning_rate = self.rate
 
-        _SCHEDULE.append(BatchSchedule)
-    return _SCHEDULE[0]
+        class BatchSchedule(ConstantRate):
+            """Sets the learning rate before every batch from the batch's place
+            in the stage (``epoch * steps + batch``), so a stage resumed at
+            ``initial_epoch`` picks the cycle up where it was, and logs the
+            last batch's rate as the epoch's ``learning_rate``.
+
+            A callback rather than a ``LearningRateSchedule`` in the optimizer:
+            the step count does not depend on the optimizer's iterations
+            (which a resumed fit's new optimizer restarts from 0).
+            """
+
+            def __init__(self, schedule, learning_rate: float, epochs: int):
+                super().__init__(schedule, learning_rate, epochs)
+                self.steps = None  # batches per epoch
+                self.epoch = self.first_epoch = 0
+
+            def on_train_begin(self, logs=None):
+                # Keras knows the length of arrays and of imgclf's datasets;
+                # otherwise it is counted in the first epoch, which meanwhile
+                # takes the batches seen so far for the epoch's length.
+                self.steps = (self.params or {}).get("steps")
+                self.first_epoch = None
+                super().on_train_begin(logs)
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+                if self.first_epoch is None:
+                    self.first_epoch = epoch
+
+            # No on_train_batch_end: defining one makes Keras wait for every
+            # batch to finish before it dispatches the next.
+            def on_train_batch_begin(self, batch, logs=None):
+                if not (self.params or {}).get("steps") and self.epoch == self.first_epoch:
+                    self.steps = batch + 1
+                steps = self.steps or batch + 1
+                step, total = self.epoch * steps + batch, self.epochs * steps
+                self._set(scheduled_lr(self.schedule, self.learning_rate, step, total))
+
+        _SCHEDULE.extend([ConstantRate, BatchSchedule])
+    return _SCHEDULE[0] if schedule is None else _SCHEDULE[1]
 
 
 # Seconds spent fitting since the last collection, and what that collection took.
