@@ -13,7 +13,6 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 
@@ -695,36 +694,15 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
         """
         from . import lrfind
 
-        owner = type(self).__name__
-        lrfind.check_sweep(owner, start_lr, end_lr, num_steps, stop_factor)
-        probe = type(self)(**self.get_params(deep=False))
-        # The copy trains on one device, without the checkpoint or the user's callbacks.
-        probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
-        check_params(probe)
-        images, y = probe._check_data(X, y, reset=True)
-        classes, y_enc = probe._encode_labels(y, warm=False)
-        probe._set_input_spec(images, warm=False)
-        # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
-        random_state = self.random_state
-        if isinstance(random_state, np.random.RandomState):
-            random_state = copy.deepcopy(random_state)
-        seed = resolve_seed(random_state)
-        with seeded(seed), released_gradient_functions():
-            train = np.arange(len(y_enc))
-            probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
-            network = probe._build_model(len(classes), seed)
-            probe.classes_ = classes
-            with probe._naming_bad_files(images, "lr_find"):
-                data = probe._training_data(images, y_enc, train, None, seed)
-                network, data = probe._sweep_stage(network, data)
-                probe._compile(network, float(start_lr), metrics=())
-                return lrfind.run(
-                    network,
-                    lrfind.batches(data, seed),
-                    lrfind.sweep_rates(float(start_lr), float(end_lr), num_steps),
-                    stop_factor=stop_factor,
-                    class_weight=data.get("class_weight"),
-                )
+        return lrfind.find(
+            self,
+            X,
+            y,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            num_steps=num_steps,
+            stop_factor=stop_factor,
+        )
 
     def _sweep_stage(self, model, data):
         """The network ``lr_find`` trains and its ``model.fit`` keyword
