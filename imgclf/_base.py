@@ -312,7 +312,11 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
             if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
             else:
-                self._keep_interrupted(run, before, exc)
+                # After an epoch has ended, a stopped fit keeps what it learnt.
+                history, message = run.interrupted(exc, keep_stage=self._stage_in_history)
+                self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
+                self.interrupted_ = True
+                warnings.warn(message, UserWarning, stacklevel=2)
             raise
         finally:
             self.__dict__.pop("_fit_run", None)
@@ -584,25 +588,6 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
             )
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
-
-    def _keep_interrupted(self, run: FitRun, before: dict, exc: BaseException) -> None:
-        """After an epoch has ended, a stopped fit keeps what it learnt: the
-        network with the weights early stopping would have kept so far."""
-        run.restore_kept()
-        history = dict(run.history)
-        if not self._stage_in_history:
-            history.pop("stage", None)
-        self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
-        self.interrupted_ = True
-        kept = "best" if self.early_stopping else "last completed"
-        warnings.warn(
-            f"{type(self).__name__}.fit was stopped by {type(exc).__name__} after "
-            f"{run.epochs} epoch(s). The estimator keeps the new network with the weights of "
-            f"its {kept} epoch (epoch {run.best_epoch}), its classes_ and the history_ of the "
-            "epochs that ran; interrupted_ is True. Call fit again to train to the end.",
-            UserWarning,
-            stacklevel=3,
-        )
 
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
