@@ -6,12 +6,13 @@ hold out a validation split, build the network, train it. A subclass says how
 to build its network (:meth:`BaseImageClassifier._build_network`) and, if it
 trains in several stages, which ones (:meth:`BaseImageClassifier._train`);
 every stage of every estimator runs through
-:meth:`BaseImageClassifier._run_stage`.
+:meth:`BaseImageClassifier._run_stage`. Prediction comes from
+:class:`imgclf.inference.PredictMixin`, the learning-rate sweep from
+:func:`imgclf.lrfind.find`.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from functools import partial
@@ -20,10 +21,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import check_is_fitted
 
-from . import decode, inference, pipeline
-from ._backend import get_keras, get_tf, released_gradient_functions, resolve_seed, seeded
+from . import pipeline
+from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._checkpoint import data_fingerprint, params_fingerprint
 from ._fitrun import FitRun, collapse_message, restore, snapshot
 from ._params import (
@@ -57,7 +57,6 @@ from ._validation import (
     Images,
     check_classes_left,
     check_images,
-    check_predict_range,
     check_targets,
     class_index,
     image_size_tuple,
@@ -76,6 +75,7 @@ from .devices import (
     warn_slow_float16,
 )
 from .exceptions import InputError, TrainingError
+from .inference import PredictMixin
 from .persist import model_from_bytes, model_to_bytes
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
@@ -98,7 +98,7 @@ SIZE = param(
 DROPOUT = param(Number(0, 1, closed="left"))
 
 
-class BaseImageClassifier(ClassifierMixin, BaseEstimator):
+class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
     """Base class: the scikit-learn contract around a Keras network.
 
     Not meant to be used directly; see :class:`imgclf.CNNClassifier` and
@@ -314,7 +314,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
             else:
-                self._keep_interrupted(run, before, exc)
+                # After an epoch has ended, a stopped fit keeps what it learnt.
+                history, message = run.interrupted(exc, keep_stage=self._stage_in_history)
+                self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
+                self.interrupted_ = True
+                warnings.warn(message, UserWarning, stacklevel=2)
             raise
         finally:
             self.__dict__.pop("_fit_run", None)
@@ -591,25 +595,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 
-    def _keep_interrupted(self, run: FitRun, before: dict, exc: BaseException) -> None:
-        """After an epoch has ended, a stopped fit keeps what it learnt: the
-        network with the weights early stopping would have kept so far."""
-        run.restore_kept()
-        history = dict(run.history)
-        if not self._stage_in_history:
-            history.pop("stage", None)
-        self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
-        self.interrupted_ = True
-        kept = "best" if self.early_stopping else "last completed"
-        warnings.warn(
-            f"{type(self).__name__}.fit was stopped by {type(exc).__name__} after "
-            f"{run.epochs} epoch(s). The estimator keeps the new network with the weights of "
-            f"its {kept} epoch (epoch {run.best_epoch}), its classes_ and the history_ of the "
-            "epochs that ran; interrupted_ is True. Call fit again to train to the end.",
-            UserWarning,
-            stacklevel=3,
-        )
-
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
         message = collapse_message(
@@ -628,162 +613,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 self.history_.setdefault(key, []).extend(values)
         else:
             self.history_ = history
-
-    # --------------------------------------------------------------- predict
-    def _check_predict_images(self, X) -> Images:
-        """Validate ``X`` for a fitted network; every file must be readable."""
-        images = check_images(self, X, reset=False)
-        if images.array is not None:
-            channels = images.array.shape[-1]
-            convertible = channels == 1 or self.color_mode != "auto"
-            if channels != self.n_channels_ and not convertible:
-                raise InputError(
-                    f"{type(self).__name__} was fitted on {self.n_channels_}-channel images but X "
-                    f"has {channels} channels. Convert the images (e.g. to grayscale with "
-                    "skimage.color.rgb2gray), refit on RGB images, or fit with color_mode='grayscale' "
-                    "to have imgclf convert them."
-                )
-            check_predict_range(self, images.array)
-            return images
-        images, _ = images.screened(
-            on_bad_file="error", source=f"{type(self).__name__}.predict", can_skip=False
-        )
-        return images
-
-    def network_input(self, X) -> np.ndarray:
-        """``X`` as the network takes it: what ``model_`` is called on.
-
-        Images are decoded, converted to ``n_channels_`` and resized to
-        ``image_size_``, in the training data's pixel units (0-255 for uint8
-        images and files; see ``input_range_``). Meant for a few images (to
-        draw them, explain them or call ``model_`` yourself): the result is
-        held in memory, while ``predict_proba`` streams.
-
-        Parameters
-        ----------
-        X : array-like or sequence of paths
-            As accepted by :meth:`predict`.
-
-        Returns
-        -------
-        ndarray of shape (n, height, width, channels), dtype float32
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        imgclf.exceptions.ImageFileError
-            If a file cannot be read.
-
-        See Also
-        --------
-        predict_proba : the network's output for the same images.
-        """
-        check_is_fitted(self)
-        images = self._check_predict_images(X)
-        x = self._dataset(images)["x"]
-        if isinstance(x, np.ndarray):
-            return x.astype(np.float32)
-        with self._naming_bad_files(images, "network_input"):
-            return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities.
-
-        Parameters
-        ----------
-        X : array-like or sequence of paths
-            Images in any form :meth:`fit` takes; every file must be readable.
-
-        Returns
-        -------
-        ndarray of shape (n, n_classes)
-            Columns in ``classes_`` order; rows sum to 1.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        imgclf.exceptions.ImageFileError
-            If a file cannot be read (one answer is owed per sample).
-
-        See Also
-        --------
-        predict : the most probable class of each image.
-        """
-        check_is_fitted(self)
-        views = self._tta_views()
-        return self._proba(self._check_predict_images(X), views)
-
-    def _proba(self, images: Images, views: list) -> np.ndarray:
-        """``predict_proba`` of checked ``images``, averaged over ``views``."""
-        shape = (*self.image_size_, self.n_channels_)
-        if len(views) == 1 and (
-            images.array is None or len(images) > inference.DIRECT_CALL_MAX_IMAGES
-        ):
-            # Many images or files: the tf.data pipeline reads ahead while the network runs.
-            with self._naming_bad_files(images, "predict"):
-                proba = self.model_.predict(verbose=0, **self._dataset(images))
-            return np.asarray(proba, dtype=np.float64)
-        call = inference.traced_predictor(self.model_, shape, views)
-        with self._naming_bad_files(images, "predict"):
-            parts = [call(batch).numpy() for batch in self._predict_batches(images)]
-        return np.concatenate(parts).astype(np.float64)
-
-    def _predict_batches(self, images: Images):
-        """float32 batches of network input for the traced call: arrays sliced
-        and converted here, anything else read through the pipeline."""
-        tf = get_tf()
-        if images.array is None or len(images) > inference.DIRECT_CALL_MAX_IMAGES:
-            data = self._dataset(images)["x"]
-            if not isinstance(data, np.ndarray):
-                yield from (tf.cast(batch[0], tf.float32) for batch in data)
-                return
-            images = Images(array=data)
-        for start in range(0, len(images), self.batch_size_):
-            batch = tf.constant(images.array[start : start + self.batch_size_])
-            yield decode.convert(tf, tf.cast(batch, tf.float32), self.image_size_, self.n_channels_)
-
-    def _tta_views(self) -> list:
-        """The views ``predict_proba`` averages over (one: the images as given)."""
-        tta = getattr(self, "tta", 0)
-        found = type(self)._parameter_rules["tta"].problem("tta", tta)
-        flip = inference.flips_in(self.augment)
-        most = inference.max_views(self.image_size_, flip)
-        if found is None and tta > most:
-            found = (
-                f"tta={tta}: {most} views exist for {self.image_size_[0]}x"
-                f"{self.image_size_[1]} images ({'with' if flip else 'without'} flips, which "
-                f"follow the training augmentation). Pass tta <= {most}, or 0 to turn it off."
-            )
-        if found:
-            raise InputError(f"{type(self).__name__} got an invalid parameter: {found}")
-        return inference.tta_views(tta, self.image_size_, flip)
-
-    def predict(self, X) -> np.ndarray:
-        """Predicted class labels.
-
-        Parameters
-        ----------
-        X : array-like or sequence of paths
-            Images in any form :meth:`fit` takes.
-
-        Returns
-        -------
-        ndarray of shape (n,)
-            Labels taken from ``classes_``.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-
-        See Also
-        --------
-        predict_proba : the probabilities behind the labels.
-        """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
 
     # ------------------------------------------------------- learning rate
     def lr_find(
@@ -856,36 +685,15 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         from . import lrfind
 
-        owner = type(self).__name__
-        lrfind.check_sweep(owner, start_lr, end_lr, num_steps, stop_factor)
-        probe = type(self)(**self.get_params(deep=False))
-        # The copy trains on one device, without the checkpoint or the user's callbacks.
-        probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
-        check_params(probe)
-        images, y = probe._check_data(X, y, reset=True)
-        classes, y_enc = probe._encode_labels(y, warm=False)
-        probe._set_input_spec(images, warm=False)
-        # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
-        random_state = self.random_state
-        if isinstance(random_state, np.random.RandomState):
-            random_state = copy.deepcopy(random_state)
-        seed = resolve_seed(random_state)
-        with seeded(seed), released_gradient_functions():
-            train = np.arange(len(y_enc))
-            probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
-            network = probe._build_model(len(classes), seed)
-            probe.classes_ = classes
-            with probe._naming_bad_files(images, "lr_find"):
-                data = probe._training_data(images, y_enc, train, None, seed)
-                network, data = probe._sweep_stage(network, data)
-                probe._compile(network, float(start_lr), metrics=())
-                return lrfind.run(
-                    network,
-                    lrfind.batches(data, seed),
-                    lrfind.sweep_rates(float(start_lr), float(end_lr), num_steps),
-                    stop_factor=stop_factor,
-                    class_weight=data.get("class_weight"),
-                )
+        return lrfind.find(
+            self,
+            X,
+            y,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            num_steps=num_steps,
+            stop_factor=stop_factor,
+        )
 
     def _sweep_stage(self, model, data):
         """The network ``lr_find`` trains and its ``model.fit`` keyword

@@ -208,6 +208,23 @@ class FitRun:
             model, weights = self.kept
             model.set_weights(weights)
 
+    def interrupted(self, exc: BaseException, *, keep_stage: bool) -> tuple[dict, str]:
+        """A fit stopped by ``exc`` after an epoch has ended keeps what it
+        learnt: put back the weights early stopping would have kept so far and
+        return ``(history, warning)``: the history of the epochs that ran (its
+        "stage" entry only with ``keep_stage``) and the warning's text."""
+        self.restore_kept()
+        history = dict(self.history)
+        if not keep_stage:
+            history.pop("stage", None)
+        kept = "best" if self.keep_best else "last completed"
+        return history, (
+            f"{self.estimator} was stopped by {type(exc).__name__} after "
+            f"{self.epochs} epoch(s). The estimator keeps the new network with the weights of "
+            f"its {kept} epoch (epoch {self.best_epoch}), its classes_ and the history_ of the "
+            "epochs that ran; interrupted_ is True. Call fit again to train to the end."
+        )
+
 
 def _stage_history(history: dict, stage: int) -> dict:
     """The epochs of one stage in a whole-fit history, without its "stage" entry."""

@@ -1,4 +1,6 @@
-"""Prediction without ``model.predict``'s per-call set-up, and test-time augmentation.
+"""Prediction: the estimators' ``predict``, ``predict_proba`` and
+``network_input`` (:class:`PredictMixin`), a traced network call in place of
+``model.predict`` for a few images, and test-time augmentation.
 
 ``keras.Model.predict`` builds a dataset, an iterator and a step loop on every
 call: about 35 ms here, eight times what calling a small network on one image
@@ -21,7 +23,13 @@ from __future__ import annotations
 import weakref
 from typing import NamedTuple
 
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from . import decode
 from ._backend import get_tf
+from ._validation import Images, check_images, check_predict_range
+from .exceptions import InputError
 
 #: Array inputs of up to this many images take the traced call instead of
 #: ``model.predict``; larger ones, and file paths, keep the tf.data pipeline.
@@ -137,8 +145,175 @@ def _trace(model_ref, input_shape, views):
     return tf.function(imgclf_predict_step, input_signature=[spec], autograph=False)
 
 
+class PredictMixin:
+    """``predict``, ``predict_proba`` and ``network_input`` of
+    :class:`~imgclf._base.BaseImageClassifier`.
+
+    The host class provides what a fit leaves (``model_``, ``classes_``,
+    ``image_size_``, ``n_channels_``, ``batch_size_``), the parameters
+    ``augment``, ``color_mode`` and ``tta`` with their ``_parameter_rules``,
+    and the two readers a fit uses as well: ``_dataset`` (the tf.data
+    pipeline) and ``_naming_bad_files``. A subclass may override
+    :meth:`_proba` (``TransferClassifier`` answers from its feature memory).
+    """
+
+    def _check_predict_images(self, X) -> Images:
+        """Validate ``X`` for a fitted network; every file must be readable."""
+        images = check_images(self, X, reset=False)
+        if images.array is not None:
+            channels = images.array.shape[-1]
+            convertible = channels == 1 or self.color_mode != "auto"
+            if channels != self.n_channels_ and not convertible:
+                raise InputError(
+                    f"{type(self).__name__} was fitted on {self.n_channels_}-channel images but X "
+                    f"has {channels} channels. Convert the images (e.g. to grayscale with "
+                    "skimage.color.rgb2gray), refit on RGB images, or fit with color_mode='grayscale' "
+                    "to have imgclf convert them."
+                )
+            check_predict_range(self, images.array)
+            return images
+        images, _ = images.screened(
+            on_bad_file="error", source=f"{type(self).__name__}.predict", can_skip=False
+        )
+        return images
+
+    def network_input(self, X) -> np.ndarray:
+        """``X`` as the network takes it: what ``model_`` is called on.
+
+        Images are decoded, converted to ``n_channels_`` and resized to
+        ``image_size_``, in the training data's pixel units (0-255 for uint8
+        images and files; see ``input_range_``). Meant for a few images (to
+        draw them, explain them or call ``model_`` yourself): the result is
+        held in memory, while ``predict_proba`` streams.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            As accepted by :meth:`predict`.
+
+        Returns
+        -------
+        ndarray of shape (n, height, width, channels), dtype float32
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.ImageFileError
+            If a file cannot be read.
+
+        See Also
+        --------
+        predict_proba : the network's output for the same images.
+        """
+        check_is_fitted(self)
+        images = self._check_predict_images(X)
+        x = self._dataset(images)["x"]
+        if isinstance(x, np.ndarray):
+            return x.astype(np.float32)
+        with self._naming_bad_files(images, "network_input"):
+            return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes; every file must be readable.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            Columns in ``classes_`` order; rows sum to 1.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.ImageFileError
+            If a file cannot be read (one answer is owed per sample).
+
+        See Also
+        --------
+        predict : the most probable class of each image.
+        """
+        check_is_fitted(self)
+        views = self._tta_views()
+        return self._proba(self._check_predict_images(X), views)
+
+    def _proba(self, images: Images, views: list) -> np.ndarray:
+        """``predict_proba`` of checked ``images``, averaged over ``views``."""
+        shape = (*self.image_size_, self.n_channels_)
+        if len(views) == 1 and (images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES):
+            # Many images or files: the tf.data pipeline reads ahead while the network runs.
+            with self._naming_bad_files(images, "predict"):
+                proba = self.model_.predict(verbose=0, **self._dataset(images))
+            return np.asarray(proba, dtype=np.float64)
+        call = traced_predictor(self.model_, shape, views)
+        with self._naming_bad_files(images, "predict"):
+            parts = [call(batch).numpy() for batch in self._predict_batches(images)]
+        return np.concatenate(parts).astype(np.float64)
+
+    def _predict_batches(self, images: Images):
+        """float32 batches of network input for the traced call: arrays sliced
+        and converted here, anything else read through the pipeline."""
+        tf = get_tf()
+        if images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES:
+            data = self._dataset(images)["x"]
+            if not isinstance(data, np.ndarray):
+                yield from (tf.cast(batch[0], tf.float32) for batch in data)
+                return
+            images = Images(array=data)
+        for start in range(0, len(images), self.batch_size_):
+            batch = tf.constant(images.array[start : start + self.batch_size_])
+            yield decode.convert(tf, tf.cast(batch, tf.float32), self.image_size_, self.n_channels_)
+
+    def _tta_views(self) -> list:
+        """The views ``predict_proba`` averages over (one: the images as given)."""
+        tta = getattr(self, "tta", 0)
+        found = type(self)._parameter_rules["tta"].problem("tta", tta)
+        flip = flips_in(self.augment)
+        most = max_views(self.image_size_, flip)
+        if found is None and tta > most:
+            found = (
+                f"tta={tta}: {most} views exist for {self.image_size_[0]}x"
+                f"{self.image_size_[1]} images ({'with' if flip else 'without'} flips, which "
+                f"follow the training augmentation). Pass tta <= {most}, or 0 to turn it off."
+            )
+        if found:
+            raise InputError(f"{type(self).__name__} got an invalid parameter: {found}")
+        return tta_views(tta, self.image_size_, flip)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Labels taken from ``classes_``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+
+        See Also
+        --------
+        predict_proba : the probabilities behind the labels.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
 __all__ = [
     "DIRECT_CALL_MAX_IMAGES",
+    "PredictMixin",
     "View",
     "apply_view",
     "flips_in",

@@ -12,19 +12,23 @@ halfway down the longest descent of the smoothed curve, leaving out the
 first tenth of the sweep (the loss has not started to move) and its last
 five points (where it blows up).
 
-The estimator prepares the network and the data
-(:meth:`imgclf.CNNClassifier.lr_find`); this module only runs the steps and
-reads the curve.
+:func:`find` runs ``clf.lr_find``: it builds a copy of the estimator's
+network and its data through the estimator's own ``fit`` steps (so the sweep
+trains what ``fit`` would), then :func:`run` takes the steps and reads the
+curve.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._params import is_int, is_real
+from ._backend import released_gradient_functions, resolve_seed, seeded
+from ._params import check_params, is_int, is_real
+from ._training import resolve_batch_size
 from .exceptions import InputError
 
 #: Weight of the past in the smoothed loss (fastai's ``beta``).
@@ -93,6 +97,44 @@ def check_sweep(owner: str, start_lr, end_lr, num_steps, stop_factor) -> None:
     if problems:
         lines = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
         raise InputError(f"{owner}.lr_find got invalid arguments:\n{lines}")
+
+
+def find(estimator, X, y, *, start_lr, end_lr, num_steps, stop_factor) -> LRFind:
+    """``estimator.lr_find(X, y, ...)``: check the arguments, build a copy of
+    the estimator's network on one device and its training data as ``fit``
+    would (every image, no hold-out), compile it with only its loss and
+    sweep the network ``_sweep_stage`` gives. The estimator, its parameters
+    and the global random state are left as they were."""
+    owner = type(estimator).__name__
+    check_sweep(owner, start_lr, end_lr, num_steps, stop_factor)
+    probe = type(estimator)(**estimator.get_params(deep=False))
+    # The copy trains on one device, without the checkpoint or the user's callbacks.
+    probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
+    check_params(probe)
+    images, y = probe._check_data(X, y, reset=True)
+    classes, y_enc = probe._encode_labels(y, warm=False)
+    probe._set_input_spec(images, warm=False)
+    # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
+    random_state = estimator.random_state
+    if isinstance(random_state, np.random.RandomState):
+        random_state = copy.deepcopy(random_state)
+    seed = resolve_seed(random_state)
+    with seeded(seed), released_gradient_functions():
+        train = np.arange(len(y_enc))
+        probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
+        network = probe._build_model(len(classes), seed)
+        probe.classes_ = classes
+        with probe._naming_bad_files(images, "lr_find"):
+            data = probe._training_data(images, y_enc, train, None, seed)
+            network, data = probe._sweep_stage(network, data)
+            probe._compile(network, float(start_lr), metrics=())
+            return run(
+                network,
+                batches(data, seed),
+                sweep_rates(float(start_lr), float(end_lr), num_steps),
+                stop_factor=stop_factor,
+                class_weight=data.get("class_weight"),
+            )
 
 
 def sweep_rates(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:

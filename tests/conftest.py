@@ -28,6 +28,17 @@ def small_digits(digits):
     return imgs, y[keep]
 
 
+@pytest.fixture(scope="session")
+def fitted_cnn(small_digits):
+    """A CNNClassifier fitted once on ``small_digits`` (2 epochs, 4 filters) for
+    the tests that only read it (predict, export, plot); a test that sets a
+    parameter on it sets it back."""
+    from imgclf import CNNClassifier
+
+    X, y = small_digits
+    return CNNClassifier(epochs=2, filters=4, random_state=0).fit(X, y)
+
+
 def pytest_collection_modifyitems(config, items):
     """``benchmark`` tests run only when asked for (``-m benchmark``): CI and
     both tiers leave them out."""

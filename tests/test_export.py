@@ -10,23 +10,6 @@ from imgclf import CNNClassifier
 from imgclf.exceptions import InputError
 
 
-@pytest.fixture(scope="module")
-def fitted(small_digits_module):
-    X, y = small_digits_module
-    clf = CNNClassifier(epochs=1, filters=4, random_state=0).fit(X, y)
-    return clf, X
-
-
-@pytest.fixture(scope="module")
-def small_digits_module():
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    keep = np.flatnonzero(data.target < 3)[:120]
-    X = np.round(data.images[keep] / 16 * 255).astype(np.uint8)[..., None]
-    return X, data.target[keep]
-
-
 def _tflite_run(path, images):
     import tensorflow as tf
 
@@ -37,10 +20,10 @@ def _tflite_run(path, images):
     return runner(image=images)["probabilities"]
 
 
-def test_saved_model_agrees_with_predict_proba(fitted, tmp_path):
+def test_saved_model_agrees_with_predict_proba(fitted_cnn, small_digits, tmp_path):
     import tensorflow as tf
 
-    clf, X = fitted
+    clf, X = fitted_cnn, small_digits[0]
     out = clf.export(tmp_path / "sm")
     assert out == os.fspath(tmp_path / "sm")
     loaded = tf.saved_model.load(str(tmp_path / "sm"))
@@ -53,8 +36,8 @@ def test_saved_model_agrees_with_predict_proba(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sm"]
 
 
-def test_tflite_agrees_with_predict_proba(fitted, tmp_path):
-    clf, X = fitted
+def test_tflite_agrees_with_predict_proba(fitted_cnn, small_digits, tmp_path):
+    clf, X = fitted_cnn, small_digits[0]
     clf.export(tmp_path / "m.tflite", format="tflite")
     proba = _tflite_run(str(tmp_path / "m.tflite"), X[:20])
     np.testing.assert_allclose(proba, clf.predict_proba(X[:20]), atol=1e-5)
@@ -75,8 +58,8 @@ def test_float_training_range_is_mapped_from_uint8(tmp_path, digits):
     np.testing.assert_allclose(proba, expected, atol=1e-4)
 
 
-def test_reexport_replaces_previous_saved_model(fitted, tmp_path):
-    clf, _ = fitted
+def test_reexport_replaces_previous_saved_model(fitted_cnn, tmp_path):
+    clf = fitted_cnn
     clf.export(tmp_path / "sm")
     (tmp_path / "sm" / "stale.txt").write_text("from an earlier export")
     clf.export(tmp_path / "sm")
@@ -84,8 +67,8 @@ def test_reexport_replaces_previous_saved_model(fitted, tmp_path):
     assert (tmp_path / "sm" / "saved_model.pb").exists()
 
 
-def test_refuses_to_replace_a_folder_that_is_not_an_export(fitted, tmp_path):
-    clf, _ = fitted
+def test_refuses_to_replace_a_folder_that_is_not_an_export(fitted_cnn, tmp_path):
+    clf = fitted_cnn
     data = tmp_path / "photos"
     data.mkdir()
     (data / "a.png").write_bytes(b"not really")
@@ -94,18 +77,18 @@ def test_refuses_to_replace_a_folder_that_is_not_an_export(fitted, tmp_path):
     assert (data / "a.png").exists()
 
 
-def test_bad_format_and_missing_folder(fitted, tmp_path):
-    clf, _ = fitted
+def test_bad_format_and_missing_folder(fitted_cnn, tmp_path):
+    clf = fitted_cnn
     with pytest.raises(InputError, match="'onnx'.*'saved_model'.*'tflite'"):
         clf.export(tmp_path / "m", format="onnx")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         clf.export(tmp_path / "nope" / "m.tflite", format="tflite")
 
 
-def test_failed_export_keeps_previous_file(fitted, tmp_path, monkeypatch):
+def test_failed_export_keeps_previous_file(fitted_cnn, tmp_path, monkeypatch):
     from imgclf import export as export_module
 
-    clf, _ = fitted
+    clf = fitted_cnn
     target = tmp_path / "m.tflite"
     target.write_bytes(b"previous good model")
 

@@ -14,22 +14,6 @@ from imgclf import CNNClassifier, explain, plot  # noqa: E402
 from imgclf.exceptions import InputError  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def data():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    keep = np.flatnonzero(d.target < 3)[:150]
-    X = np.round(d.images[keep] / 16 * 255).astype(np.uint8)[..., None]
-    return X, d.target[keep]
-
-
-@pytest.fixture(scope="module")
-def fitted(data):
-    X, y = data
-    return CNNClassifier(epochs=2, filters=4, random_state=0).fit(X, y)
-
-
 def _check_png(path, min_side=200):
     """Written, a real PNG of a reasonable size, and not one flat colour."""
     assert path.exists() and path.stat().st_size > 5_000
@@ -40,13 +24,13 @@ def _check_png(path, min_side=200):
     assert pixels.std() > 10  # a blank or single-colour canvas has ~0
 
 
-def test_learning_curves(fitted, tmp_path):
-    fig = plot.plot_learning_curves(fitted, path=tmp_path / "lc.png")
+def test_learning_curves(fitted_cnn, tmp_path):
+    fig = plot.plot_learning_curves(fitted_cnn, path=tmp_path / "lc.png")
     _check_png(tmp_path / "lc.png")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["accuracy", "loss"]
     # Training and validation curves, and the best-epoch marker.
-    n_epochs = len(fitted.history_["loss"])
+    n_epochs = len(fitted_cnn.history_["loss"])
     loss_ax = fig.axes[1]
     assert [len(line.get_xdata()) for line in loss_ax.lines] == [n_epochs, n_epochs, 1]
 
@@ -75,26 +59,26 @@ def test_learning_curves_rejects_unfitted():
         plot.plot_learning_curves({})
 
 
-def test_confusion_matrix_uses_sklearn_display(fitted, data, tmp_path):
-    X, y = data
-    pred = fitted.predict(X)
-    fig = plot.plot_confusion_matrix(y, pred, labels=fitted.classes_, path=tmp_path / "cm.png")
+def test_confusion_matrix_uses_sklearn_display(fitted_cnn, small_digits, tmp_path):
+    X, y = small_digits
+    pred = fitted_cnn.predict(X)
+    fig = plot.plot_confusion_matrix(y, pred, labels=fitted_cnn.classes_, path=tmp_path / "cm.png")
     _check_png(tmp_path / "cm.png")
     ax = fig.axes[0]
     # The numbers drawn in the cells are the confusion matrix itself.
     from sklearn.metrics import confusion_matrix
 
     cells = [int(t.get_text()) for t in ax.texts]
-    assert cells == confusion_matrix(y, pred, labels=fitted.classes_).ravel().tolist()
+    assert cells == confusion_matrix(y, pred, labels=fitted_cnn.classes_).ravel().tolist()
 
 
-def test_top_losses_orders_worst_first(fitted, data, tmp_path):
-    X, y = data
-    index, losses, proba = plot.top_losses(fitted, X, y, n=5)
+def test_top_losses_orders_worst_first(fitted_cnn, small_digits, tmp_path):
+    X, y = small_digits
+    index, losses, proba = plot.top_losses(fitted_cnn, X, y, n=5)
     assert len(index) == 5 and np.all(np.diff(losses) <= 0)
-    full = -np.log(proba[np.arange(len(y)), np.searchsorted(fitted.classes_, y)])
+    full = -np.log(proba[np.arange(len(y)), np.searchsorted(fitted_cnn.classes_, y)])
     assert losses[0] == pytest.approx(full.max())
-    fig = plot.plot_top_losses(fitted, X, y, n=6, proba=proba, path=tmp_path / "tl.png")
+    fig = plot.plot_top_losses(fitted_cnn, X, y, n=6, proba=proba, path=tmp_path / "tl.png")
     _check_png(tmp_path / "tl.png")
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 6
@@ -103,44 +87,44 @@ def test_top_losses_orders_worst_first(fitted, data, tmp_path):
     assert f"loss {losses[0]:.2f}" in titles[0]
 
 
-def test_top_losses_from_file_paths(fitted, data, tmp_path):
-    X, y = data
+def test_top_losses_from_file_paths(fitted_cnn, small_digits, tmp_path):
+    X, y = small_digits
     paths = []
     for i in range(8):
         p = tmp_path / f"{i}.png"
         Image.fromarray(X[i, ..., 0]).save(p)
         paths.append(str(p))
-    fig = plot.plot_top_losses(fitted, paths, y[:8], n=4, path=tmp_path / "tl.png")
+    fig = plot.plot_top_losses(fitted_cnn, paths, y[:8], n=4, path=tmp_path / "tl.png")
     _check_png(tmp_path / "tl.png")
     assert len([ax for ax in fig.axes if ax.images]) == 4
 
 
-def test_grad_cam_flat_cnn(fitted, data, tmp_path):
-    X, _ = data
-    heat, proba = plot.grad_cam(fitted, X[:10])
-    assert heat.shape == (10, *fitted.image_size_)
+def test_grad_cam_flat_cnn(fitted_cnn, small_digits, tmp_path):
+    X, _ = small_digits
+    heat, proba = plot.grad_cam(fitted_cnn, X[:10])
+    assert heat.shape == (10, *fitted_cnn.image_size_)
     assert heat.min() >= 0 and heat.max() <= 1 + 1e-6
     assert np.all(heat.reshape(10, -1).max(axis=1) > 0.99)  # normalised per image
-    np.testing.assert_allclose(proba, fitted.predict_proba(X[:10]), atol=1e-5)
-    plot.plot_grad_cam(fitted, X[:4], path=tmp_path / "gc.png")
+    np.testing.assert_allclose(proba, fitted_cnn.predict_proba(X[:10]), atol=1e-5)
+    plot.plot_grad_cam(fitted_cnn, X[:4], path=tmp_path / "gc.png")
     _check_png(tmp_path / "gc.png")
 
 
-def test_grad_cam_explains_a_chosen_class(fitted, data):
-    X, _ = data
-    a, _ = plot.grad_cam(fitted, X[:4], class_index=0)
-    b, _ = plot.grad_cam(fitted, X[:4], class_index=1)
+def test_grad_cam_explains_a_chosen_class(fitted_cnn, small_digits):
+    X, _ = small_digits
+    a, _ = plot.grad_cam(fitted_cnn, X[:4], class_index=0)
+    b, _ = plot.grad_cam(fitted_cnn, X[:4], class_index=1)
     assert not np.allclose(a, b)
 
 
-def _nested_estimator(fitted, pooling_inside: bool):
-    """``fitted`` with its network swapped for one whose convolutions live in a
+def _nested_estimator(fitted_cnn, pooling_inside: bool):
+    """``fitted_cnn`` with its network swapped for one whose convolutions live in a
     nested model, as a TransferClassifier's backbone does."""
     import copy
 
     import keras
 
-    h, w = fitted.image_size_
+    h, w = fitted_cnn.image_size_
     inner_in = keras.Input((h, w, 1))
     z = keras.layers.Conv2D(4, 3, padding="same", name="inner_conv")(inner_in)
     z = keras.layers.ReLU(name="inner_relu")(z)
@@ -152,30 +136,30 @@ def _nested_estimator(fitted, pooling_inside: bool):
     x = backbone(x)
     if not pooling_inside:
         x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(len(fitted.classes_), activation="softmax")(x)
-    clone = copy.copy(fitted)
+    out = keras.layers.Dense(len(fitted_cnn.classes_), activation="softmax")(x)
+    clone = copy.copy(fitted_cnn)
     clone.model_ = keras.Model(x_in, out)
     return clone
 
 
 @pytest.mark.parametrize("pooling_inside", [False, True])
-def test_grad_cam_nested_backbone(fitted, data, pooling_inside):
-    X, _ = data
-    est = _nested_estimator(fitted, pooling_inside)
+def test_grad_cam_nested_backbone(fitted_cnn, small_digits, pooling_inside):
+    X, _ = small_digits
+    est = _nested_estimator(fitted_cnn, pooling_inside)
     heat, proba = plot.grad_cam(est, X[:6])
     expected = est.model_.predict(X[:6].astype(np.float32), verbose=0)
     np.testing.assert_allclose(proba, expected, atol=1e-5)
-    assert heat.shape == (6, *fitted.image_size_)
+    assert heat.shape == (6, *fitted_cnn.image_size_)
     assert np.all(heat.reshape(6, -1).max(axis=1) > 0.99)
     _, name = explain._forward(est.model_, None)
     assert name == ("backbone/inner_relu" if pooling_inside else "backbone")
 
 
-def test_grad_cam_layer_by_name(fitted, data):
-    X, _ = data
-    est = _nested_estimator(fitted, pooling_inside=False)
+def test_grad_cam_layer_by_name(fitted_cnn, small_digits):
+    X, _ = small_digits
+    est = _nested_estimator(fitted_cnn, pooling_inside=False)
     heat, _ = plot.grad_cam(est, X[:3], layer="inner_conv")
-    assert heat.shape == (3, *fitted.image_size_)
+    assert heat.shape == (3, *fitted_cnn.image_size_)
     with pytest.raises(InputError, match="'nope' is not in the model"):
         plot.grad_cam(est, X[:3], layer="nope")
 

@@ -14,41 +14,35 @@ from imgclf.exceptions import InputError
 FAST = dict(epochs=1, filters=4, random_state=0)
 
 
-@pytest.fixture(scope="module")
-def fitted(small_digits):
-    X, y = small_digits
-    return CNNClassifier(**FAST).fit(X, y)
-
-
 def keras_proba(clf, X):
     """What ``model_.predict`` gives on the network input: the reference."""
     return clf.model_.predict(clf.network_input(X), verbose=0).astype(np.float64)
 
 
-def test_few_images_match_model_predict(fitted, small_digits):
+def test_few_images_match_model_predict(fitted_cnn, small_digits):
     X, _ = small_digits
     for n in (1, 3, 50):
         np.testing.assert_allclose(
-            fitted.predict_proba(X[:n]), keras_proba(fitted, X[:n]), atol=1e-6
+            fitted_cnn.predict_proba(X[:n]), keras_proba(fitted_cnn, X[:n]), atol=1e-6
         )
 
 
-def test_many_images_take_the_pipeline_and_agree(fitted, small_digits, monkeypatch):
+def test_many_images_take_the_pipeline_and_agree(fitted_cnn, small_digits, monkeypatch):
     X, _ = small_digits
-    direct = fitted.predict_proba(X[:40])
+    direct = fitted_cnn.predict_proba(X[:40])
     monkeypatch.setattr(inference, "DIRECT_CALL_MAX_IMAGES", 10)
     called = []
-    original = type(fitted.model_).predict
+    original = type(fitted_cnn.model_).predict
 
     def spy(self, *args, **kwargs):
         called.append(True)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(fitted.model_), "predict", spy)
-    piped = fitted.predict_proba(X[:40])
+    monkeypatch.setattr(type(fitted_cnn.model_), "predict", spy)
+    piped = fitted_cnn.predict_proba(X[:40])
     assert called, "more than DIRECT_CALL_MAX_IMAGES images must go through model.predict"
     called.clear()
-    fitted.predict_proba(X[:5])
+    fitted_cnn.predict_proba(X[:5])
     assert not called, "a few images must not go through model.predict"
     np.testing.assert_allclose(direct, piped, atol=1e-6)
 
@@ -69,20 +63,20 @@ def test_converted_arrays_match_the_pipeline(small_digits, kind):
     np.testing.assert_allclose(clf.predict_proba(X[:9]), keras_proba(clf, X[:9]), atol=1e-5)
 
 
-def test_batch_sizes_share_one_trace(fitted, small_digits):
+def test_batch_sizes_share_one_trace(fitted_cnn, small_digits):
     X, _ = small_digits
     for n in (1, 2, 7, 1, 33):
-        fitted.predict_proba(X[:n])
-    call = inference.traced_predictor(fitted.model_, (8, 8, 1), [inference.View()])
+        fitted_cnn.predict_proba(X[:n])
+    call = inference.traced_predictor(fitted_cnn.model_, (8, 8, 1), [inference.View()])
     assert call.experimental_get_tracing_count() == 1
 
 
-def test_predict_leaves_the_estimator_alone_and_pickles(fitted, small_digits):
+def test_predict_leaves_the_estimator_alone_and_pickles(fitted_cnn, small_digits):
     X, _ = small_digits
-    before = dict(vars(fitted))
-    expected = fitted.predict_proba(X[:4])
-    assert vars(fitted).keys() == before.keys()
-    loaded = pickle.loads(pickle.dumps(fitted))
+    before = dict(vars(fitted_cnn))
+    expected = fitted_cnn.predict_proba(X[:4])
+    assert vars(fitted_cnn).keys() == before.keys()
+    loaded = pickle.loads(pickle.dumps(fitted_cnn))
     np.testing.assert_allclose(loaded.predict_proba(X[:4]), expected, atol=1e-6)
 
 
@@ -107,20 +101,22 @@ def test_warm_start_sees_the_new_weights(small_digits):
     np.testing.assert_allclose(after, keras_proba(clf, X[:3]), atol=1e-6)
 
 
-def test_file_paths_predict_through_the_pipeline(fitted, small_digits, tmp_path):
+def test_file_paths_predict_through_the_pipeline(fitted_cnn, small_digits, tmp_path):
     X, _ = small_digits
     paths = []
     for i in range(5):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(X[i, ..., 0]).save(paths[-1])
-    np.testing.assert_allclose(fitted.predict_proba(paths), fitted.predict_proba(X[:5]), atol=1e-6)
-    fitted.set_params(tta=3)
+    np.testing.assert_allclose(
+        fitted_cnn.predict_proba(paths), fitted_cnn.predict_proba(X[:5]), atol=1e-6
+    )
+    fitted_cnn.set_params(tta=3)
     try:
         np.testing.assert_allclose(
-            fitted.predict_proba(paths), fitted.predict_proba(X[:5]), atol=1e-6
+            fitted_cnn.predict_proba(paths), fitted_cnn.predict_proba(X[:5]), atol=1e-6
         )
     finally:
-        fitted.set_params(tta=0)
+        fitted_cnn.set_params(tta=0)
 
 
 # ----------------------------------------------------------------- TTA
@@ -169,61 +165,61 @@ def test_flips_from_keras_layers():
     assert not inference.flips_in([keras.layers.RandomFlip("vertical")])
 
 
-def test_tta_averages_the_views(fitted, small_digits):
+def test_tta_averages_the_views(fitted_cnn, small_digits):
     tf = pytest.importorskip("tensorflow")
     X, _ = small_digits
-    x = tf.constant(fitted.network_input(X[:6]))
+    x = tf.constant(fitted_cnn.network_input(X[:6]))
     views = inference.tta_views(4, (8, 8), flip=False)
     expected = np.mean(
-        [fitted.model_(inference.apply_view(tf, x, v), training=False).numpy() for v in views],
+        [fitted_cnn.model_(inference.apply_view(tf, x, v), training=False).numpy() for v in views],
         axis=0,
     )
-    plain = fitted.predict_proba(X[:6])
-    fitted.set_params(tta=4)
+    plain = fitted_cnn.predict_proba(X[:6])
+    fitted_cnn.set_params(tta=4)
     try:
-        averaged = fitted.predict_proba(X[:6])
-        labels = fitted.predict(X[:6])
+        averaged = fitted_cnn.predict_proba(X[:6])
+        labels = fitted_cnn.predict(X[:6])
     finally:
-        fitted.set_params(tta=0)
+        fitted_cnn.set_params(tta=0)
     np.testing.assert_allclose(averaged, expected, atol=1e-6)
     assert np.abs(averaged - plain).max() > 1e-4
-    np.testing.assert_array_equal(labels, fitted.classes_[averaged.argmax(1)])
+    np.testing.assert_array_equal(labels, fitted_cnn.classes_[averaged.argmax(1)])
     np.testing.assert_allclose(averaged.sum(1), 1, atol=1e-6)
 
 
-def test_tta_too_many_views_names_the_limit(fitted, small_digits):
+def test_tta_too_many_views_names_the_limit(fitted_cnn, small_digits):
     X, _ = small_digits
-    fitted.set_params(tta=10)
+    fitted_cnn.set_params(tta=10)
     try:
         with pytest.raises(InputError, match=r"tta=10: 9 views exist for 8x8 images.*tta <= 9"):
-            fitted.predict(X[:2])
+            fitted_cnn.predict(X[:2])
     finally:
-        fitted.set_params(tta=0)
+        fitted_cnn.set_params(tta=0)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "flip", True])
-def test_invalid_tta_is_rejected_in_fit_and_predict(fitted, small_digits, bad):
+def test_invalid_tta_is_rejected_in_fit_and_predict(fitted_cnn, small_digits, bad):
     X, y = small_digits
     with pytest.raises(InputError, match=r"tta=.*expected an integer >= 0"):
         CNNClassifier(**FAST, tta=bad).fit(X, y)
-    fitted.set_params(tta=bad)
+    fitted_cnn.set_params(tta=bad)
     try:
         with pytest.raises(InputError, match=r"tta="):
-            fitted.predict_proba(X[:2])
+            fitted_cnn.predict_proba(X[:2])
     finally:
-        fitted.set_params(tta=0)
+        fitted_cnn.set_params(tta=0)
 
 
-def test_tta_survives_save_and_load(fitted, small_digits, tmp_path):
+def test_tta_survives_save_and_load(fitted_cnn, small_digits, tmp_path):
     import imgclf
 
     X, _ = small_digits
-    fitted.set_params(tta=3)
+    fitted_cnn.set_params(tta=3)
     try:
-        expected = fitted.predict_proba(X[:4])
-        fitted.save(tmp_path / "model.imgclf")
+        expected = fitted_cnn.predict_proba(X[:4])
+        fitted_cnn.save(tmp_path / "model.imgclf")
     finally:
-        fitted.set_params(tta=0)
+        fitted_cnn.set_params(tta=0)
     loaded = imgclf.load(tmp_path / "model.imgclf")
     assert loaded.tta == 3
     np.testing.assert_allclose(loaded.predict_proba(X[:4]), expected, atol=1e-6)
