@@ -27,16 +27,16 @@ size) instead, whose features carry something, so the scores check means more.
 The searches pass ``fine_tune_epochs=0`` (a search over the head; fine-tune the
 best one after).
 
-Measured here on 2026-12-01, once each, while 10-17 other jobs shared the 2
-cores (so wall times are inflated and CPU time is the figure to trust):
-without 1,188 s wall / 240 s CPU; cold memory 770 s / 84 s (2.8x less CPU);
-warm 580 s / 65 s (3.7x); same ``best_params_`` and mean scores (difference 0;
-all 0.115, chance, so that check is weak here). The cache: 1,000 files of
-2,352 B (4.1 MB on disk). Before fits shared the built backbone and scored
-from the cache, the same benchmark gave 217 / 135 / 114 CPU-s. The 4x bar is
-not met in CPU time: a cached fit is now mostly Keras training the head (its
-fixed cost per fit and per epoch), and a cold search scores its first fold
-through the whole network.
+Measured here on 2026-12-02, once each, while 3-4 other jobs shared the 2
+cores (CPU time is the figure to trust): without 471 s wall / 206 s CPU; cold
+memory 72 s / 42 s (4.9x less CPU, 6.6x less wall); warm 43 s / 19 s (10.7x,
+11.1x); same ``best_params_`` and mean scores (difference 0; all near chance
+with a random backbone, so that check is weak: ``--backbone`` with a saved
+network makes it mean more). The cache: 1,000 files of 2,352 B (4.1 MB on
+disk). Earlier figures of the same benchmark: 240 / 84 / 65 CPU-s once fits
+shared the built backbone and scored from the cache, and 217 / 135 / 114
+before; the step from 84 / 65 to 42 / 19 is the head's training moving from
+``model.fit`` to imgclf's loop for in-memory features (``_vectorfit.py``).
 """
 
 from __future__ import annotations

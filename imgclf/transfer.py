@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import warnings
@@ -759,7 +760,7 @@ class TransferClassifier(BaseImageClassifier):
         if named is not None:
             architecture = named.name
         else:
-            architecture = _config_digest(self._source().to_json())
+            architecture = _architecture_digest(self._source())
         around = {
             layer.__class__.__name__ + f"#{i}": {
                 k: v for k, v in layer.get_config().items() if k != "name"
@@ -851,6 +852,21 @@ def _weights(model) -> list[np.ndarray]:
 
 def _config_digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _architecture_digest(model) -> str:
+    """A digest of ``model``'s configuration without its layers' ``trainable``
+    flags: freezing the backbone (as the first fit of a search does to the
+    network it loaded) changes no feature, so it must not change the key."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "trainable"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return _config_digest(json.dumps(strip(json.loads(model.to_json())), sort_keys=True))
 
 
 def _features(extractor, x, y, batch_size: int):

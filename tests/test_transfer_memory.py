@@ -114,6 +114,7 @@ def backbone_file(tiny_backbone, tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_fits_with_memory_share_one_built_backbone(backbone_file, small_digits, tmp_path):
     X, y = small_digits[0][:60], small_digits[1][:60]
     memory = str(tmp_path)
@@ -151,6 +152,18 @@ def test_folds_and_candidates_share_features(tiny_backbone, small_digits, comput
     GridSearchCV(_clf(tiny_backbone, memory=memory), grid, cv=3, refit=False).fit(X, y)
     # Each image ran through the backbone once, whichever folds it fell in.
     assert sum(computed) == 90
+
+
+@pytest.mark.slow
+def test_a_backbone_file_is_one_key_in_a_search(backbone_file, small_digits, computed, tmp_path):
+    # The first fit loads the file and freezes what it loaded; the later fits
+    # take the shared backbone and load the file only to describe it: both
+    # must name the same features (the trainable flags are not in the key).
+    X, y = small_digits[0][:90], small_digits[1][:90]
+    clf = _clf(backbone_file, image_size=8, memory=str(tmp_path))
+    GridSearchCV(clf, {"dropout": [0.0, 0.2]}, cv=3, refit=False).fit(X, y)
+    assert sum(computed) == 90
+    assert len(os.listdir(tmp_path / "imgclf-features-v1")) == 1
 
 
 @pytest.mark.slow
