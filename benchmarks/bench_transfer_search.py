@@ -169,7 +169,7 @@ def main():
 
     plain = results["without"]
     print(
-        f"\n{args.backbone} (weights=None), {len(paths)} PNG files at {args.size}x{args.size}, "
+        f"\n{args.backbone} ({'its own weights' if own else 'weights=None'}), {len(paths)} PNG files at {args.size}x{args.size}, "
         f"GridSearchCV 4 candidates x cv=3 + refit, n_jobs={args.n_jobs}, "
         f"median of {args.repeats}:"
     )
