@@ -76,7 +76,7 @@ from .devices import (
 )
 from .exceptions import InputError, TrainingError
 from .inference import PredictMixin
-from .persist import model_from_bytes, model_to_bytes
+from .persist import PersistMixin
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
 
@@ -98,7 +98,7 @@ SIZE = param(
 DROPOUT = param(Number(0, 1, closed="left"))
 
 
-class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
+class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstimator):
     """Base class: the scikit-learn contract around a Keras network.
 
     Not meant to be used directly; see :class:`imgclf.CNNClassifier` and
@@ -700,100 +700,6 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, BaseEstimator):
         arguments: here the whole network on ``data`` as ``_training_data``
         made it."""
         return model, data
-
-    # --------------------------------------------------------------- persist
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        if is_strategy(state.get("distribute")):
-            # A strategy belongs to this process's devices and does not pickle;
-            # the copy (a saved model, a search's worker) trains on one device.
-            state["distribute"] = None
-        model = state.pop("model_", None)
-        if model is not None:
-            state["_model_bytes"] = model_to_bytes(model)
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        data = state.pop("_model_bytes", None)
-        self.__dict__.update(state)
-        if data is not None:
-            self.model_ = model_from_bytes(data)
-
-    def save(self, path) -> None:
-        """Save the estimator to one file, atomically, in a format that loads
-        without running code from the file.
-
-        The file is a zip archive of the parameters and fitted attributes as
-        JSON and NumPy arrays, the network as a ``.keras`` archive, and the
-        imgclf, Keras and TensorFlow versions (see :mod:`imgclf.persist`). It
-        is written beside ``path`` under a temporary name and renamed over it
-        only once complete, so an interrupted save leaves any previous file
-        intact.
-
-        Parameters that hold objects a file cannot describe without code are
-        saved as their default, with an
-        :class:`~imgclf.exceptions.UnsavedParameterWarning` naming them:
-        ``callbacks``, ``augment`` holding layers other than ``keras.layers``'
-        own (those are stored as their Keras config), a ``keras.Model`` as
-        ``backbone``. A ``RandomState`` is stored as its state. The saved
-        network predicts the same; set the dropped parameters again before
-        refitting. To keep everything, pickle the estimator instead
-        (``joblib.dump``), and load that only from a source you trust.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The file to write.
-
-        Raises
-        ------
-        OSError
-            If the file cannot be written; an earlier file at ``path`` is kept.
-        TypeError
-            For a subclass of an imgclf estimator (its code cannot be saved),
-            or a fitted attribute that cannot be stored, such as labels that
-            are arbitrary objects (``y.astype(str)`` works).
-
-        See Also
-        --------
-        imgclf.load : read it back.
-        """
-        from .persist import save
-
-        save(self, path)
-
-    def export(self, path, format: str = "saved_model") -> str:
-        """Export the network with its preprocessing, for serving without imgclf.
-
-        The exported model takes raw uint8 images ``(n, h, w, c)`` at
-        ``image_size_`` and ``n_channels_`` and returns class probabilities in
-        ``classes_`` order. Written atomically.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            A folder for ``"saved_model"``, a file for ``"tflite"``.
-        format : {"saved_model", "tflite"}, default="saved_model"
-            The format written.
-
-        Returns
-        -------
-        str
-            The path written.
-
-        Raises
-        ------
-        imgclf.exceptions.InputError
-            For an unknown format or a target that cannot be replaced safely.
-
-        See Also
-        --------
-        imgclf.export.export : the function behind this method.
-        """
-        from .export import export
-
-        return export(self, path, format=format)
 
 
 __all__ = ["BaseImageClassifier"]

@@ -37,6 +37,7 @@ import numpy as np
 
 from ._backend import get_keras, get_tf
 from ._values import BadValue, Encoder, UnsafeValue, decoder
+from .devices import is_strategy
 from .exceptions import InconsistentVersionWarning, ModelFileError, UnsavedParameterWarning
 
 #: Version of the archive layout; files of a later version are refused.
@@ -471,6 +472,104 @@ def _load_pickle(path: str):
     if not getattr(obj, "_imgclf_estimator", False):
         raise ModelFileError(f"{path!r} holds a {type(obj).__name__}, not an imgclf classifier.")
     return obj
+
+
+class PersistMixin:
+    """Pickling, :meth:`save` and :meth:`export` of a fitted estimator, which
+    ``BaseImageClassifier`` inherits. A pickle carries the network as the
+    bytes of a ``.keras`` archive (:func:`model_to_bytes`); a distribution
+    strategy, which belongs to this process's devices, is not pickled."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if is_strategy(state.get("distribute")):
+            # A strategy belongs to this process's devices and does not pickle;
+            # the copy (a saved model, a search's worker) trains on one device.
+            state["distribute"] = None
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_bytes"] = model_to_bytes(model)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        data = state.pop("_model_bytes", None)
+        self.__dict__.update(state)
+        if data is not None:
+            self.model_ = model_from_bytes(data)
+
+    def save(self, path) -> None:
+        """Save the estimator to one file, atomically, in a format that loads
+        without running code from the file.
+
+        The file is a zip archive of the parameters and fitted attributes as
+        JSON and NumPy arrays, the network as a ``.keras`` archive, and the
+        imgclf, Keras and TensorFlow versions (see :mod:`imgclf.persist`). It
+        is written beside ``path`` under a temporary name and renamed over it
+        only once complete, so an interrupted save leaves any previous file
+        intact.
+
+        Parameters that hold objects a file cannot describe without code are
+        saved as their default, with an
+        :class:`~imgclf.exceptions.UnsavedParameterWarning` naming them:
+        ``callbacks``, ``augment`` holding layers other than ``keras.layers``'
+        own (those are stored as their Keras config), a ``keras.Model`` as
+        ``backbone``. A ``RandomState`` is stored as its state. The saved
+        network predicts the same; set the dropped parameters again before
+        refitting. To keep everything, pickle the estimator instead
+        (``joblib.dump``), and load that only from a source you trust.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written; an earlier file at ``path`` is kept.
+        TypeError
+            For a subclass of an imgclf estimator (its code cannot be saved),
+            or a fitted attribute that cannot be stored, such as labels that
+            are arbitrary objects (``y.astype(str)`` works).
+
+        See Also
+        --------
+        imgclf.load : read it back.
+        """
+        save(self, path)  # the module's function: this method is PersistMixin.save
+
+    def export(self, path, format: str = "saved_model") -> str:
+        """Export the network with its preprocessing, for serving without imgclf.
+
+        The exported model takes raw uint8 images ``(n, h, w, c)`` at
+        ``image_size_`` and ``n_channels_`` and returns class probabilities in
+        ``classes_`` order. Written atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A folder for ``"saved_model"``, a file for ``"tflite"``.
+        format : {"saved_model", "tflite"}, default="saved_model"
+            The format written.
+
+        Returns
+        -------
+        str
+            The path written.
+
+        Raises
+        ------
+        imgclf.exceptions.InputError
+            For an unknown format or a target that cannot be replaced safely.
+
+        See Also
+        --------
+        imgclf.export.export : the function behind this method.
+        """
+        from .export import export
+
+        return export(self, path, format=format)
 
 
 __all__ = ["FORMAT_VERSION", "load", "model_from_bytes", "model_to_bytes", "save"]
