@@ -67,11 +67,13 @@ def case_data(name: str):
 CANDIDATES = {
     "default": {},
     "no hold-out": {"holdout": False},
+    # The defaults before 0.1's one-cycle default (issue 12, part 1).
+    "plateau 1e-3 x30": {"epochs": 30, "lr_schedule": "plateau", "learning_rate": 1e-3},
 }
 
 
-def run(X, y, X_te, y_te, params, seed, holdout=True):
-    params = dict(params, random_state=seed)
+def run(X, y, X_te, y_te, params, seed, holdout=True, **candidate):
+    params = dict(candidate, **params, random_state=seed)  # the case's epochs win
     if not holdout:
         params["validation_fraction"] = 0.0
     clf = CNNClassifier(**params).fit(X, y)

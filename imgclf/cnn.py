@@ -27,16 +27,21 @@ class CNNClassifier(BaseImageClassifier):
 
     Parameters
     ----------
-    epochs : int, default=30
-        Maximum number of passes over the training data.
+    epochs : int or "auto", default="auto"
+        Maximum number of passes over the training data. ``"auto"`` plans
+        about 1,600 gradient steps, from 3 to 30 epochs
+        (``imgclf._training.resolve_epochs``): 4 epochs of 60,000 images,
+        about 20 of 1,500, 30 of a few hundred. The cosine schedules spread
+        over these epochs, so a plan that fits the data matters. The value
+        used is ``epochs_``.
     batch_size : int or "auto", default="auto"
         Images per gradient step. ``"auto"`` picks a power of two from 16 to
         128 that gives about 50 steps per epoch: small datasets need many
         small steps for BatchNorm statistics to keep up.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam learning rate: the peak of ``"one_cycle"``, the start of the
         other schedules. :meth:`lr_find` suggests one.
-    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="plateau"
+    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="one_cycle"
         How the learning rate moves during training. ``"plateau"``: divided
         by 5 (``imgclf._training.PLATEAU_FACTOR``) when the monitored loss
         (as for early stopping) has not improved for ``max(1, patience // 2)``
@@ -156,6 +161,9 @@ class CNNClassifier(BaseImageClassifier):
         Class labels, in the order of ``predict_proba``'s columns.
     batch_size_ : int
         The batch size used in the last fit.
+    epochs_ : int
+        The maximum epochs of the last fit (``epochs``, or what ``"auto"``
+        made of it).
     history_ : dict of str to list of float
         Per-epoch training metrics (``loss``, ``accuracy``, ``val_loss``,
         ``val_accuracy``).
@@ -191,6 +199,11 @@ class CNNClassifier(BaseImageClassifier):
 
     _parameter_rules = {
         **BaseImageClassifier._parameter_rules,
+        "epochs": param(
+            Options("auto"),
+            Integer(1),
+            expected="an integer >= 1 or 'auto' (about 1,600 steps, 3 to 30 epochs)",
+        ),
         "filters": param(Integer(1), expected="an integer >= 1, e.g. 32"),
         "depth": param(NONE, Integer(0)),
         "dropout": DROPOUT,
@@ -204,10 +217,10 @@ class CNNClassifier(BaseImageClassifier):
     def __init__(
         self,
         *,
-        epochs: int = 30,
+        epochs="auto",
         batch_size="auto",
-        learning_rate: float = 1e-3,
-        lr_schedule: str | None = "plateau",
+        learning_rate: float = 3e-3,
+        lr_schedule: str | None = "one_cycle",
         image_size=None,
         color_mode: str = "auto",
         augment=None,
