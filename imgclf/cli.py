@@ -426,10 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="transfer: 'imagenet' (default), 'none' (train from scratch) or a weights file",
     )
     train.add_argument(
-        "--epochs",
-        type=int,
-        help="maximum epochs (of the frozen stage for transfer; default: cnn plans about "
-        "1,600 steps in 3-30 epochs, transfer 20)",
+        "--epochs", type=int, help="maximum epochs (of the frozen stage for transfer)"
     )
     train.add_argument(
         "--fine-tune-epochs",
@@ -449,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--lr-schedule",
         choices=("plateau", "one_cycle", "cosine", "none"),
-        help="learning-rate schedule (default: one_cycle for cnn, none for transfer)",
+        help="learning-rate schedule (default: plateau for cnn, none for transfer)",
     )
     train.add_argument(
         "--augment", choices=("light", "standard", "heavy"), help="augmentation preset"

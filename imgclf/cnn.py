@@ -27,21 +27,20 @@ class CNNClassifier(BaseImageClassifier):
 
     Parameters
     ----------
-    epochs : int or "auto", default="auto"
+    epochs : int or "auto", default=30
         Maximum number of passes over the training data. ``"auto"`` plans
         about 1,600 gradient steps, from 3 to 30 epochs
         (``imgclf._training.resolve_epochs``): 4 epochs of 60,000 images,
-        about 20 of 1,500, 30 of a few hundred. The cosine schedules spread
-        over these epochs, so a plan that fits the data matters. The value
-        used is ``epochs_``.
+        about 20 of 1,500, 30 of a few hundred; meant for ``"one_cycle"``,
+        which spreads over the planned epochs. The value used is ``epochs_``.
     batch_size : int or "auto", default="auto"
         Images per gradient step. ``"auto"`` picks a power of two from 16 to
         128 that gives about 50 steps per epoch: small datasets need many
         small steps for BatchNorm statistics to keep up.
-    learning_rate : float, default=3e-3
+    learning_rate : float, default=1e-3
         Adam learning rate: the peak of ``"one_cycle"``, the start of the
         other schedules. :meth:`lr_find` suggests one.
-    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="one_cycle"
+    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="plateau"
         How the learning rate moves during training. ``"plateau"``: divided
         by 5 (``imgclf._training.PLATEAU_FACTOR``) when the monitored loss
         (as for early stopping) has not improved for ``max(1, patience // 2)``
@@ -217,10 +216,10 @@ class CNNClassifier(BaseImageClassifier):
     def __init__(
         self,
         *,
-        epochs="auto",
+        epochs=30,
         batch_size="auto",
-        learning_rate: float = 3e-3,
-        lr_schedule: str | None = "one_cycle",
+        learning_rate: float = 1e-3,
+        lr_schedule: str | None = "plateau",
         image_size=None,
         color_mode: str = "auto",
         augment=None,
