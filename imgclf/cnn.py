@@ -216,7 +216,7 @@ class CNNClassifier(BaseImageClassifier):
     def __init__(
         self,
         *,
-        epochs=30,
+        epochs: int | str = 30,
         batch_size="auto",
         learning_rate: float = 1e-3,
         lr_schedule: str | None = "plateau",
