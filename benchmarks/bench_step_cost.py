@@ -1,11 +1,13 @@
 """CPU seconds per 1,000 training images of CNNClassifier-like networks on 28x28x1.
 
-    TF_ENABLE_ONEDNN_OPTS=0|1 python benchmarks/bench_step_cost.py KIND,FILTERS,BATCH,POLICY ...
+    TF_ENABLE_ONEDNN_OPTS=0|1 python benchmarks/bench_step_cost.py KIND,FILTERS,BATCH,POLICY[,jit] ...
 
 KIND: "base" (CNNClassifier's default network: a conv-BN-ReLU block per stage
 with max pooling, a top block, global pooling, dropout, softmax), "double2"
 (two blocks in stages 2 and 3), "res" (residual blocks in stages 2 and 3).
-POLICY: a Keras dtype policy ("float32", "mixed_bfloat16"). Plain Keras, so
+POLICY: a Keras dtype policy ("float32", "mixed_bfloat16"). A trailing
+",jit" compiles the training step with XLA (``jit_compile=True``; Keras's
+default on CPU with TensorFlow is False). Plain Keras, so
 TensorFlow's own oneDNN default applies unless TF_ENABLE_ONEDNN_OPTS is set.
 Each spec: one epoch of 12 batches of random images after a traced warm-up;
 prints process CPU time (user + system) and wall time per 1,000 images.
@@ -73,11 +75,11 @@ def net(kind, filters=32, n=10):
     return keras.Model(inp, L.Dense(n, activation="softmax", dtype="float32")(x))
 
 
-def measure(kind, filters, batch, policy, steps=12):
+def measure(kind, filters, batch, policy, jit=False, steps=12):
     keras.config.set_dtype_policy(policy)
     m = net(kind, filters)
     keras.config.set_dtype_policy("float32")
-    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
     X = np.random.RandomState(0).randint(0, 255, (batch * steps, 28, 28, 1)).astype(np.float32)
     y = np.random.RandomState(0).randint(0, 10, batch * steps)
     m.fit(X[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace
@@ -92,6 +94,7 @@ def measure(kind, filters, batch, policy, steps=12):
                 filters=filters,
                 batch=batch,
                 policy=policy,
+                jit=jit,
                 params=m.count_params(),
                 cpu_per_1k=round(c / n * 1000, 2),
                 wall_per_1k=round(w / n * 1000, 2),
@@ -103,8 +106,8 @@ def measure(kind, filters, batch, policy, steps=12):
 
 def main():
     for spec in sys.argv[1:]:
-        kind, filters, batch, policy = spec.split(",")
-        measure(kind, int(filters), int(batch), policy)
+        kind, filters, batch, policy, *rest = spec.split(",")
+        measure(kind, int(filters), int(batch), policy, jit=rest == ["jit"])
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from ._training import (
     holdout_size,
     refresh_batchnorm,
     resolve_batch_size,
+    resolve_epochs,
     stage_callbacks,
 )
 from ._training import pixel_range as data_pixel_range
@@ -214,7 +215,7 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
         """Train ``model`` on ``data`` (keyword arguments of ``model.fit``) and
         return its history. One stage here; subclasses may run several, each
         through :meth:`_run_stage`."""
-        return self._run_stage(model, data, epochs=self.epochs, learning_rate=self.learning_rate)
+        return self._run_stage(model, data, epochs=self.epochs_, learning_rate=self.learning_rate)
 
     # --------------------------------------------------------------- sklearn
     def __sklearn_tags__(self):
@@ -343,6 +344,7 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
             self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
             if not warm:
                 self.model_ = self._build_model(len(classes), seed)
+            self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
             self.classes_ = classes
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
                 data = self._training_data(images, y_enc, train, val, seed)

@@ -222,6 +222,34 @@ def resolve_batch_size(batch_size, n_train: int) -> int:
     return size
 
 
+#: ``epochs="auto"``: plan about this many gradient steps (batches)...
+AUTO_EPOCHS_STEPS = 1600
+#: ...in no fewer than this many epochs...
+AUTO_EPOCHS_MIN = 3
+#: ...and no more than this many.
+AUTO_EPOCHS_MAX = 30
+
+
+def resolve_epochs(epochs, n_train: int, batch_size: int) -> int:
+    """``"auto"``: the epochs that make about :data:`AUTO_EPOCHS_STEPS` steps
+    of ``batch_size`` over ``n_train`` images, from :data:`AUTO_EPOCHS_MIN`
+    to :data:`AUTO_EPOCHS_MAX`; an integer is returned as it is.
+
+    A schedule that spreads over the planned steps (``"one_cycle"``) needs a
+    plan that fits the data: 30 epochs of the 60,000 Fashion-MNIST images
+    would take an hour here and stay at a high rate for most of it, while a
+    few hundred images need many epochs to make enough steps. With the
+    ``"auto"`` batch size (128 from 12,800 images up) a large set gets a
+    fixed cost, about 200,000 images seen: 4 epochs of 54,000 (0.92 on
+    Fashion-MNIST in ~500 CPU s), 21 of 1,212 digits, 30 of 50 images.
+    """
+    if epochs != "auto":
+        return int(epochs)
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    planned = round(AUTO_EPOCHS_STEPS / steps_per_epoch)
+    return int(min(AUTO_EPOCHS_MAX, max(AUTO_EPOCHS_MIN, planned)))
+
+
 def pixel_range(array: np.ndarray) -> tuple[float, float]:
     """Pixel units of the training data, mapped to 0-1 by the network's first layer.
 

@@ -27,8 +27,12 @@ class CNNClassifier(BaseImageClassifier):
 
     Parameters
     ----------
-    epochs : int, default=30
-        Maximum number of passes over the training data.
+    epochs : int or "auto", default=30
+        Maximum number of passes over the training data. ``"auto"`` plans
+        about 1,600 gradient steps, from 3 to 30 epochs
+        (``imgclf._training.resolve_epochs``): 4 epochs of 60,000 images,
+        about 20 of 1,500, 30 of a few hundred; meant for ``"one_cycle"``,
+        which spreads over the planned epochs. The value used is ``epochs_``.
     batch_size : int or "auto", default="auto"
         Images per gradient step. ``"auto"`` picks a power of two from 16 to
         128 that gives about 50 steps per epoch: small datasets need many
@@ -156,6 +160,9 @@ class CNNClassifier(BaseImageClassifier):
         Class labels, in the order of ``predict_proba``'s columns.
     batch_size_ : int
         The batch size used in the last fit.
+    epochs_ : int
+        The maximum epochs of the last fit (``epochs``, or what ``"auto"``
+        made of it).
     history_ : dict of str to list of float
         Per-epoch training metrics (``loss``, ``accuracy``, ``val_loss``,
         ``val_accuracy``).
@@ -191,6 +198,11 @@ class CNNClassifier(BaseImageClassifier):
 
     _parameter_rules = {
         **BaseImageClassifier._parameter_rules,
+        "epochs": param(
+            Options("auto"),
+            Integer(1),
+            expected="an integer >= 1 or 'auto' (about 1,600 steps, 3 to 30 epochs)",
+        ),
         "filters": param(Integer(1), expected="an integer >= 1, e.g. 32"),
         "depth": param(NONE, Integer(0)),
         "dropout": DROPOUT,
@@ -204,7 +216,7 @@ class CNNClassifier(BaseImageClassifier):
     def __init__(
         self,
         *,
-        epochs: int = 30,
+        epochs: int | str = 30,
         batch_size="auto",
         learning_rate: float = 1e-3,
         lr_schedule: str | None = "plateau",

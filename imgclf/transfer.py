@@ -217,6 +217,8 @@ class TransferClassifier(BaseImageClassifier):
         fine-tune epochs.
     batch_size_ : int
         The batch size used in the last fit.
+    epochs_ : int
+        The maximum epochs of the last fit's frozen stage (``epochs``).
     interrupted_ : bool
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
@@ -585,13 +587,13 @@ class TransferClassifier(BaseImageClassifier):
             history = self._run_stage(
                 self._head_model(model),
                 self._feature_data(model, samples),
-                epochs=self.epochs,
+                epochs=self.epochs_,
                 learning_rate=self.learning_rate,
             )
         else:
             data = self._image_data(samples)
             history = self._run_stage(
-                model, data, epochs=self.epochs, learning_rate=self.learning_rate
+                model, data, epochs=self.epochs_, learning_rate=self.learning_rate
             )
         history["stage"] = [1.0] * len(history["loss"])
         if not self.fine_tune_epochs:

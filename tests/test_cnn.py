@@ -163,6 +163,7 @@ def test_learning_rate_reduced_on_plateau(small_digits):
         epochs=10,
         patience=2,
         learning_rate=0.2,
+        lr_schedule="plateau",
         early_stopping=False,
         batch_size=16,
         filters=8,

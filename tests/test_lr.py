@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from imgclf import CNNClassifier, TransferClassifier, lrfind
+from imgclf import CNNClassifier, TransferClassifier, _training, lrfind
 from imgclf._backend import get_keras, get_tf
 from imgclf._training import (
+    AUTO_EPOCHS_MAX,
+    AUTO_EPOCHS_MIN,
     ONE_CYCLE_DIV,
     ONE_CYCLE_FINAL_DIV,
     ONE_CYCLE_WARMUP,
+    resolve_epochs,
     scheduled_lr,
 )
 from imgclf.exceptions import InputError
@@ -83,8 +86,43 @@ def test_each_batch_trains_at_the_scheduled_rate(small_digits, schedule):
 
 
 def test_plateau_is_still_the_cnn_default_and_transfer_keeps_a_constant_rate():
-    assert CNNClassifier().lr_schedule == "plateau"
+    # One-cycle over epochs="auto" was measured as a default and not kept: see
+    # the training guide's "Accuracy per CPU-minute".
+    cnn = CNNClassifier()
+    assert (cnn.lr_schedule, cnn.learning_rate, cnn.epochs) == ("plateau", 1e-3, 30)
     assert TransferClassifier().lr_schedule is None
+
+
+def test_auto_epochs_plan_a_fixed_number_of_steps_within_bounds():
+    # Fashion-MNIST after the hold-out (54,000 images, batch 128): 422 steps an epoch.
+    assert resolve_epochs("auto", 54_000, 128) == 4
+    assert resolve_epochs("auto", 1_212, 16) == 21  # digits after the hold-out
+    assert resolve_epochs("auto", 50, 16) == AUTO_EPOCHS_MAX  # 4 steps an epoch
+    assert resolve_epochs("auto", 10_000_000, 128) == AUTO_EPOCHS_MIN
+    assert resolve_epochs(7, 50, 16) == 7  # an integer is kept
+    # Within the bounds, the plan is the nearest whole number of epochs.
+    for n in (8_000, 20_000, 54_000):
+        per_epoch = math.ceil(n / 128)
+        planned = per_epoch * resolve_epochs("auto", n, 128)
+        assert abs(planned - _training.AUTO_EPOCHS_STEPS) <= per_epoch / 2
+
+
+def test_fit_resolves_auto_epochs_and_the_cycle_spans_them(small_digits, monkeypatch):
+    X, y = small_digits[0][:192], small_digits[1][:192]
+    # 173 training images in batches of 32: 6 steps an epoch; 20 steps -> 3 epochs.
+    monkeypatch.setattr(_training, "AUTO_EPOCHS_STEPS", 20)
+    seen = _rates_seen()
+    clf = CNNClassifier(
+        epochs="auto", lr_schedule="one_cycle", learning_rate=3e-3, callbacks=[seen], **TINY
+    ).fit(X, y)
+    assert clf.epochs_ == 3 and len(clf.history_["loss"]) == 3
+    want = [scheduled_lr("one_cycle", 3e-3, s, 18) for s in range(18)]
+    np.testing.assert_allclose(seen.rates, want, rtol=1e-5)
+    assert CNNClassifier(epochs=2, **TINY).fit(X, y).epochs_ == 2
+    with pytest.raises(InputError, match=r"epochs='many'.*'auto'"):
+        CNNClassifier(epochs="many").fit(X, y)
+    with pytest.raises(InputError, match="epochs='auto'"):
+        TransferClassifier(epochs="auto").fit(X, y)
 
 
 def test_a_bad_schedule_is_listed_with_a_hint(small_digits):
