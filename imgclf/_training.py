@@ -78,7 +78,7 @@ def stage_callbacks(
             )
         )
     else:
-        callbacks.append(_schedule_class(lr_schedule)(lr_schedule, learning_rate, epochs))
+        callbacks.append(_schedule_callback(lr_schedule, learning_rate, epochs))
     if early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -94,10 +94,10 @@ def stage_callbacks(
 _SCHEDULE: list = []
 
 
-def _schedule_class(schedule: str | None):
-    """The schedule callback for ``schedule`` (a per-batch one, or the
-    constant-rate one for None), its classes made on first use so ``import
-    imgclf`` stays light."""
+def _schedule_callback(schedule: str | None, learning_rate: float, epochs: int):
+    """The callback of ``schedule``: a per-batch one, or the constant-rate one
+    for None; its classes are made on first use so ``import imgclf`` stays
+    light."""
     if not _SCHEDULE:
         keras = get_keras()
 
@@ -110,11 +110,9 @@ def _schedule_class(schedule: str | None):
             that has them makes Keras (and imgclf's loop for feature vectors)
             call back after every batch."""
 
-            def __init__(self, schedule, learning_rate: float, epochs: int):
+            def __init__(self, learning_rate: float):
                 super().__init__()
-                self.schedule = schedule
                 self.learning_rate = float(learning_rate)
-                self.epochs = int(epochs)
                 self.rate = self.learning_rate
 
             def on_train_begin(self, logs=None):
@@ -139,8 +137,10 @@ def _schedule_class(schedule: str | None):
             (which a resumed fit's new optimizer restarts from 0).
             """
 
-            def __init__(self, schedule, learning_rate: float, epochs: int):
-                super().__init__(schedule, learning_rate, epochs)
+            def __init__(self, schedule: str, learning_rate: float, epochs: int):
+                super().__init__(learning_rate)
+                self.schedule = schedule
+                self.epochs = int(epochs)
                 self.steps = None  # batches per epoch
                 self.epoch = self.first_epoch = 0
 
@@ -167,7 +167,10 @@ def _schedule_class(schedule: str | None):
                 self._set(scheduled_lr(self.schedule, self.learning_rate, step, total))
 
         _SCHEDULE.extend([ConstantRate, BatchSchedule])
-    return _SCHEDULE[0] if schedule is None else _SCHEDULE[1]
+    constant, per_batch = _SCHEDULE
+    return (
+        constant(learning_rate) if schedule is None else per_batch(schedule, learning_rate, epochs)
+    )
 
 
 # Seconds spent fitting since the last collection, and what that collection took.

@@ -115,6 +115,10 @@ def fit_vectors(
     else:
         weights = tf.ones([n], "float32")
 
+    def batch(index):
+        """The features, labels and weights of the samples at ``index``."""
+        return tf.gather(features, index), tf.gather(labels, index), tf.gather(weights, index)
+
     def step(xb, yb, wb):
         with tf.GradientTape() as tape:
             predicted = model(xb, training=True)
@@ -124,18 +128,13 @@ def fit_vectors(
         size = tf.cast(tf.shape(yb)[0], "float32")
         return loss * size, _correct(predicted, yb)
 
-    @tf.function(reduce_retracing=True)
-    def train_batch(xb, yb, wb):
-        return step(xb, yb, wb)
+    train_batch = tf.function(step, reduce_retracing=True)
 
     @tf.function(reduce_retracing=True)
     def train_epoch(order):
         total, correct = tf.constant(0.0), tf.constant(0.0)
         for start in tf.range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            loss, hits = step(
-                tf.gather(features, index), tf.gather(labels, index), tf.gather(weights, index)
-            )
+            loss, hits = step(*batch(order[start : start + batch_size]))
             total += loss
             correct += hits
         return total, correct
@@ -158,16 +157,13 @@ def fit_vectors(
         order = np.random.permutation(n) if shuffle else np.arange(n)
         if per_batch:
             total = correct = 0.0
-            for batch, start in enumerate(range(0, n, batch_size)):
-                callback_list.on_train_batch_begin(batch)
-                index = order[start : start + batch_size]
-                loss, hits = train_batch(
-                    tf.gather(features, index), tf.gather(labels, index), tf.gather(weights, index)
-                )
+            for number, start in enumerate(range(0, n, batch_size)):
+                callback_list.on_train_batch_begin(number)
+                loss, hits = train_batch(*batch(order[start : start + batch_size]))
                 total, correct = total + float(loss), correct + float(hits)
                 seen = min(n, start + batch_size)
                 callback_list.on_train_batch_end(
-                    batch, {"loss": total / seen, "accuracy": correct / seen}
+                    number, {"loss": total / seen, "accuracy": correct / seen}
                 )
         else:
             total, correct = (float(v) for v in train_epoch(tf.constant(order, "int32")))
