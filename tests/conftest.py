@@ -39,6 +39,29 @@ def fitted_cnn(small_digits):
     return CNNClassifier(epochs=2, filters=4, random_state=0).fit(X, y)
 
 
+@pytest.fixture(scope="session")
+def fitted_mobilenet_transfer():
+    """A TransferClassifier on ``mobilenet_v3_small`` (``weights=None``, 32x32,
+    one epoch) fitted once on 40 random colour images of two classes, with its
+    images: the real nested-backbone case for the tests that only read it
+    (export, Grad-CAM)."""
+    from imgclf import TransferClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(["a", "b"], 20)
+    X[y == "a", :16] //= 4  # something to learn
+    clf = TransferClassifier(
+        backbone="mobilenet_v3_small",
+        weights=None,
+        image_size=32,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
+    ).fit(X, y)
+    return clf, X
+
+
 def pytest_collection_modifyitems(config, items):
     """``benchmark`` tests run only when asked for (``-m benchmark``): CI and
     both tiers leave them out."""

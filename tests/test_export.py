@@ -110,23 +110,10 @@ def test_unfitted_estimator_raises(tmp_path):
 
 
 @pytest.mark.slow
-def test_transfer_classifier_exports_with_its_preprocessing(tmp_path):
+def test_transfer_classifier_exports_with_its_preprocessing(fitted_mobilenet_transfer, tmp_path):
     """The nested backbone and its preprocess layer survive conversion to a
     TFLite graph (no Python layers left), and the answers stay the same."""
-    from imgclf import TransferClassifier
-
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    y = np.repeat(["a", "b"], 20)
-    X[y == "a", :16] //= 4  # something to learn
-    clf = TransferClassifier(
-        backbone="mobilenet_v3_small",
-        weights=None,
-        image_size=32,
-        epochs=1,
-        fine_tune_epochs=0,
-        random_state=0,
-    ).fit(X, y)
+    clf, X = fitted_mobilenet_transfer
     clf.export(tmp_path / "m.tflite", format="tflite")
     proba = _tflite_run(str(tmp_path / "m.tflite"), X[:8])
     np.testing.assert_allclose(proba, clf.predict_proba(X[:8]), atol=1e-4)

@@ -175,21 +175,9 @@ def test_missing_folder_is_named(tmp_path):
         plot.plot_learning_curves({"loss": [1.0, 0.5]}, path=tmp_path / "no" / "lc.png")
 
 
-def test_grad_cam_on_a_transfer_classifier(tmp_path):
+def test_grad_cam_on_a_transfer_classifier(fitted_mobilenet_transfer, tmp_path):
     """The real nested case: TransferClassifier's backbone is a model inside model_."""
-    from imgclf import TransferClassifier
-
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    y = np.repeat(["a", "b"], 20)
-    clf = TransferClassifier(
-        backbone="mobilenet_v3_small",
-        weights=None,
-        image_size=32,
-        epochs=1,
-        fine_tune_epochs=0,
-        random_state=0,
-    ).fit(X, y)
+    clf, X = fitted_mobilenet_transfer
     _, name = explain._forward(clf.model_, None)
     assert name == "backbone"
     heat, proba = plot.grad_cam(clf, X[:4])
