@@ -4,7 +4,8 @@ A :class:`FitRun` lives for one ``fit``. Its Keras callback (added to every
 training stage by ``BaseImageClassifier._run_stage``) records each epoch's
 metrics, keeps the weights the estimator would keep if training stopped now
 (the best by the monitored loss with early stopping, as Keras's
-``restore_best_weights`` would; else the last epoch's) and stops training with
+``restore_best_weights`` would, among the epochs it watches; else the last
+epoch's) and stops training with
 :class:`~imgclf.exceptions.TrainingError` when the loss is no longer a finite
 number. The estimator's state before the fit is held by :func:`snapshot` and
 put back by :func:`restore` when a fit fails before its first epoch ends (or
@@ -63,6 +64,7 @@ class FitRun:
         self.new_epochs = 0  # epochs this call has completed itself
         self.stage = 0
         self.stage_epochs = 0
+        self.watch_from = 0  # the stage's first epoch (0-based) early stopping watches
         self.best = math.inf
         self.best_epoch = 0
         self.kept = None  # (model, weights) the estimator keeps if training stops now
@@ -138,6 +140,9 @@ class FitRun:
         ``earlier`` is the stage's history from the checkpoint."""
         self.stage += 1
         self.stage_epochs = 0
+        self.watch_from = next(
+            (cb.start_from_epoch for cb in callbacks if type(cb).__name__ == "EarlyStopping"), 0
+        )
         if self.kept is not None:
             # An earlier stage ended normally, so ``model`` (the whole network)
             # now holds what that stage chose: that is the fallback until this
@@ -189,10 +194,15 @@ class FitRun:
                 "floats 0-1), without extreme values."
             )
         value = float(logs.get(monitor, math.nan))
-        improved = value < self.best - self.min_delta
+        # Before the epoch early stopping starts to watch, it keeps nothing:
+        # the last epoch's weights stand, and the best is counted from there.
+        watched = self.stage_epochs > self.watch_from
+        if not watched:
+            self.best = math.inf
+        improved = watched and value < self.best - self.min_delta
         if improved:
             self.best = value
-        if self.kept is None or improved or not self.keep_best:
+        if self.kept is None or improved or not (self.keep_best and watched):
             self.kept = (model, model.get_weights())
             self.best_epoch = self.epochs
         if self.path is not None:

@@ -51,8 +51,8 @@ class CNNClassifier(BaseImageClassifier):
         cosine to ``learning_rate / 1e4``. ``"cosine"``: anneals from
         ``learning_rate`` to 0 along a cosine over the planned batches.
         ``None``: constant. The two cosine schedules change the rate every
-        batch and plan for all ``epochs``: early stopping may end training
-        before the rate is low (it still restores the best weights).
+        batch and plan for all ``epochs``; early stopping watches only the
+        epochs that end with the rate at most half its peak.
         ``history_["learning_rate"]`` holds each epoch's last rate.
     image_size : int or (int, int), optional
         Size the network takes; every input is resized to it. ``None`` keeps
@@ -70,6 +70,9 @@ class CNNClassifier(BaseImageClassifier):
     early_stopping : bool, default=True
         Stop when the validation loss (the training loss without a hold-out)
         has not improved for ``patience`` epochs, and restore the best weights.
+        Under ``"one_cycle"`` and ``"cosine"`` only the epochs that end with
+        the learning rate at most half its peak count (near the peak the
+        hold-out loss is noisy); the ones before neither stop nor are kept.
     patience : int, default=5
         Epochs without improvement before early stopping.
     validation_fraction : float, default=0.1

@@ -104,6 +104,8 @@ class TransferClassifier(BaseImageClassifier):
     early_stopping : bool, default=True
         Stop each stage when the validation loss (the training loss without a
         hold-out) stops improving, and restore that stage's best weights.
+        Under ``"one_cycle"`` and ``"cosine"`` only the epochs that end with
+        the learning rate at most half its peak count.
     patience : int, default=5
         Epochs without improvement before early stopping.
     validation_fraction : float, default=0.1

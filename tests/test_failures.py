@@ -9,6 +9,7 @@ import pytest
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras
+from imgclf._fitrun import FitRun
 from imgclf.exceptions import InputError, TrainingError
 
 TINY = dict(filters=4, batch_size=32, random_state=0, lr_schedule=None)
@@ -113,6 +114,42 @@ def test_interrupt_keeps_new_network_with_best_weights(ten_and_five, fitted_ten,
     clf.set_params(callbacks=None)
     clf.fit(X5, y5)
     assert clf.interrupted_ is False
+
+
+def test_kept_weights_follow_early_stopping_that_starts_late():
+    # Under one-cycle, early stopping watches only from the epoch the rate has
+    # halved (start_from_epoch). The weights a stopped fit keeps must be those
+    # Keras's EarlyStopping would restore: the last epoch's before it starts,
+    # then the best of the epochs it watched, even if an earlier one was better.
+    keras = get_keras()
+
+    class Net:  # stands for the model: its "weights" are the epoch's number
+        stop_training = False
+        epoch = 0
+
+        def get_weights(self):
+            return [np.array(self.epoch)]
+
+    net = Net()
+    stopper = keras.callbacks.EarlyStopping(
+        patience=10, min_delta=1e-3, restore_best_weights=True, start_from_epoch=2
+    )
+    stopper.set_model(net)
+    stopper.on_train_begin()
+    run = FitRun(keep_best=True, min_delta=1e-3)
+    run.start_stage(net, "val_loss", [stopper])
+    kept, restored = [], []
+    for epoch, loss in enumerate([0.1, 0.5, 0.9, 0.7, 0.8, 0.6995]):
+        net.epoch = epoch
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        run.epoch_ended(net, "val_loss", {"val_loss": loss}, [])
+        kept.append(int(run.kept[1][0]))
+        if stopper.best_weights is not None:
+            restored.append(int(stopper.best_weights[0]))
+    # 0.6995 is no improvement on 0.7 by min_delta.
+    assert kept == [0, 1, 2, 3, 3, 3]
+    assert restored == kept[2:]
+    assert run.best_epoch == 4  # 1-based, as the interrupt warning counts
 
 
 def test_warm_start_interrupt_extends_history(ten_and_five):

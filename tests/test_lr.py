@@ -15,11 +15,14 @@ from imgclf._backend import get_keras, get_tf
 from imgclf._training import (
     AUTO_EPOCHS_MAX,
     AUTO_EPOCHS_MIN,
+    EARLY_STOPPING_WATCH_RATE,
     ONE_CYCLE_DIV,
     ONE_CYCLE_FINAL_DIV,
     ONE_CYCLE_WARMUP,
+    early_stopping_start,
     resolve_epochs,
     scheduled_lr,
+    stage_callbacks,
 )
 from imgclf.exceptions import InputError
 
@@ -83,6 +86,42 @@ def test_each_batch_trains_at_the_scheduled_rate(small_digits, schedule):
     if schedule is not None:
         assert max(seen.rates) <= 0.01 * (1 + 1e-6)
         assert clf.history_["learning_rate"][-1] < 0.01 / 1000
+
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "cosine"])
+@pytest.mark.parametrize("epochs", [1, 3, 4, 10, 23, 30])
+def test_early_stopping_watches_from_the_epoch_the_rate_has_halved(schedule, epochs):
+    start = early_stopping_start(schedule, epochs)
+
+    def end_of(epoch):  # the rate of an epoch's last batch, 100 batches an epoch
+        return scheduled_lr(schedule, 1.0, (epoch + 1) * 100 - 1, epochs * 100)
+
+    assert 0 <= start < epochs
+    assert end_of(start) <= EARLY_STOPPING_WATCH_RATE + 1e-3
+    if start > 0:
+        assert end_of(start - 1) > EARLY_STOPPING_WATCH_RATE - 1e-3
+    # From there on the rate only falls (the warm-up's low rates come before).
+    assert all(end_of(e) <= end_of(start) + 1e-9 for e in range(start, epochs))
+    (stopper,) = [
+        cb
+        for cb in stage_callbacks(
+            "val_loss",
+            learning_rate=1e-3,
+            epochs=epochs,
+            patience=2,
+            early_stopping=True,
+            lr_schedule=schedule,
+        )
+        if type(cb).__name__ == "EarlyStopping"
+    ]
+    assert stopper.start_from_epoch == start
+
+
+def test_early_stopping_watches_every_epoch_of_the_other_schedules():
+    assert early_stopping_start("one_cycle", 23) == 14  # the figure in the docs
+    assert early_stopping_start("one_cycle", 4) == 2
+    for schedule in ("plateau", None):
+        assert early_stopping_start(schedule, 30) == 0
 
 
 def test_plateau_is_still_the_cnn_default_and_transfer_keeps_a_constant_rate():
