@@ -27,20 +27,22 @@ class CNNClassifier(BaseImageClassifier):
 
     Parameters
     ----------
-    epochs : int or "auto", default=30
+    epochs : int or "auto", default="auto"
         Maximum number of passes over the training data. ``"auto"`` plans
         about 1,600 gradient steps, from 3 to 30 epochs
         (``imgclf._training.resolve_epochs``): 4 epochs of 60,000 images,
-        about 20 of 1,500, 30 of a few hundred; meant for ``"one_cycle"``,
-        which spreads over the planned epochs. The value used is ``epochs_``.
+        about 20 of 1,500, 30 of a few hundred, for the one-cycle schedule
+        to spread over. Pass an integer to train longer. The value used is
+        ``epochs_``.
     batch_size : int or "auto", default="auto"
         Images per gradient step. ``"auto"`` picks a power of two from 16 to
         128 that gives about 50 steps per epoch: small datasets need many
         small steps for BatchNorm statistics to keep up.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam learning rate: the peak of ``"one_cycle"``, the start of the
-        other schedules. :meth:`lr_find` suggests one.
-    lr_schedule : {"plateau", "one_cycle", "cosine"} or None, default="plateau"
+        other schedules (for ``"plateau"`` or a constant rate, 1e-3 is the
+        usual choice). :meth:`lr_find` suggests one.
+    lr_schedule : {"one_cycle", "plateau", "cosine"} or None, default="one_cycle"
         How the learning rate moves during training. ``"plateau"``: divided
         by 5 (``imgclf._training.PLATEAU_FACTOR``) when the monitored loss
         (as for early stopping) has not improved for ``max(1, patience // 2)``
@@ -142,8 +144,9 @@ class CNNClassifier(BaseImageClassifier):
     reduce_lr_on_plateau : bool, default="deprecated"
         Deprecated in 0.1, to be removed in 0.3: use ``lr_schedule``
         (``True`` is ``lr_schedule="plateau"``, ``False`` a constant rate
-        unless ``lr_schedule`` names another schedule). Setting it warns
-        (``FutureWarning``) when fitting.
+        unless ``lr_schedule`` is ``"cosine"``; the default ``"one_cycle"``
+        counts as not chosen). Setting it warns (``FutureWarning``) when
+        fitting.
     tta : int, default=0
         Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
         predicts on the images as given; ``n`` averages the class
@@ -219,10 +222,10 @@ class CNNClassifier(BaseImageClassifier):
     def __init__(
         self,
         *,
-        epochs: int | str = 30,
+        epochs: int | str = "auto",
         batch_size="auto",
-        learning_rate: float = 1e-3,
-        lr_schedule: str | None = "plateau",
+        learning_rate: float = 3e-3,
+        lr_schedule: str | None = "one_cycle",
         image_size=None,
         color_mode: str = "auto",
         augment=None,
@@ -277,7 +280,8 @@ class CNNClassifier(BaseImageClassifier):
 
     def _check_params_together(self) -> list[str]:
         if self._deprecated_plateau() and self.reduce_lr_on_plateau:
-            if self.lr_schedule != "plateau":
+            # The default schedule counts as not chosen: the parameter predates it.
+            if self.lr_schedule not in ("plateau", "one_cycle"):
                 return [
                     f"reduce_lr_on_plateau=True (deprecated) and lr_schedule="
                     f"{self.lr_schedule!r} ask for two schedules. Pass only lr_schedule."
@@ -299,7 +303,8 @@ class CNNClassifier(BaseImageClassifier):
             return self.lr_schedule
         if self.reduce_lr_on_plateau:
             return "plateau"
-        return None if self.lr_schedule == "plateau" else self.lr_schedule
+        # False meant a constant rate, unless another schedule was chosen.
+        return None if self.lr_schedule in ("plateau", "one_cycle") else self.lr_schedule
 
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers

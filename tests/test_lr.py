@@ -124,11 +124,11 @@ def test_early_stopping_watches_every_epoch_of_the_other_schedules():
         assert early_stopping_start(schedule, 30) == 0
 
 
-def test_plateau_is_still_the_cnn_default_and_transfer_keeps_a_constant_rate():
-    # One-cycle over epochs="auto" was measured as a default and not kept: see
-    # the training guide's "Accuracy per CPU-minute".
+def test_one_cycle_is_the_cnn_default_and_transfer_keeps_a_constant_rate():
+    # Measured against plateau at 1e-3 over 30 epochs: the training guide's
+    # "Accuracy per CPU-minute".
     cnn = CNNClassifier()
-    assert (cnn.lr_schedule, cnn.learning_rate, cnn.epochs) == ("plateau", 1e-3, 30)
+    assert (cnn.lr_schedule, cnn.learning_rate, cnn.epochs) == ("one_cycle", 3e-3, "auto")
     assert TransferClassifier().lr_schedule is None
 
 
@@ -243,7 +243,13 @@ def test_a_resumed_fit_picks_the_cycle_up_where_it_was(small_digits, tmp_path):
 # ------------------------------------------------------------ deprecation
 @pytest.mark.parametrize(
     ("old", "schedule", "now"),
-    [(True, "plateau", "plateau"), (False, "plateau", None), (False, "cosine", "cosine")],
+    [
+        (True, "plateau", "plateau"),
+        (True, "one_cycle", "plateau"),  # the default schedule counts as not chosen
+        (False, "plateau", None),
+        (False, "one_cycle", None),
+        (False, "cosine", "cosine"),
+    ],
 )
 def test_reduce_lr_on_plateau_is_deprecated_and_mapped(small_digits, old, schedule, now):
     X, y = small_digits[0][:64], small_digits[1][:64]
@@ -257,7 +263,7 @@ def test_reduce_lr_on_plateau_is_deprecated_and_mapped(small_digits, old, schedu
 
 def test_reduce_lr_on_plateau_contradicting_lr_schedule_is_refused(small_digits):
     X, y = small_digits
-    clf = CNNClassifier(reduce_lr_on_plateau=True, lr_schedule="one_cycle")
+    clf = CNNClassifier(reduce_lr_on_plateau=True, lr_schedule="cosine")
     with pytest.raises(InputError, match="Pass only lr_schedule"), pytest.warns(FutureWarning):
         clf.fit(X, y)
     with pytest.raises(InputError, match="reduce_lr_on_plateau='yes'"):
