@@ -205,11 +205,15 @@ def test_one_cycle_in_float16_and_under_a_strategy(small_digits):
     tf = get_tf()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # float16 without a GPU is slow
-        mixed = CNNClassifier(epochs=2, precision="mixed_float16", lr_schedule="one_cycle", **TINY)
+        mixed = CNNClassifier(
+            epochs=2, precision="mixed_float16", lr_schedule="one_cycle", learning_rate=1e-3, **TINY
+        )
         mixed.fit(X, y)
     assert isinstance(mixed.model_.optimizer, get_keras().optimizers.LossScaleOptimizer)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    spread = CNNClassifier(epochs=2, distribute=strategy, lr_schedule="one_cycle", **TINY)
+    spread = CNNClassifier(
+        epochs=2, distribute=strategy, lr_schedule="one_cycle", learning_rate=1e-3, **TINY
+    )
     spread.fit(X, y)
     for clf in (mixed, spread):
         assert clf.history_["learning_rate"][-1] == pytest.approx(1e-3 / ONE_CYCLE_FINAL_DIV)
@@ -227,6 +231,7 @@ def test_a_resumed_fit_picks_the_cycle_up_where_it_was(small_digits, tmp_path):
                 raise KeyboardInterrupt
 
     params = dict(epochs=4, lr_schedule="one_cycle", checkpoint=tmp_path / "run.ckpt", **TINY)
+    params["learning_rate"] = 1e-3
     whole = CNNClassifier(**{**params, "checkpoint": None}).fit(X, y)
     with pytest.warns(UserWarning, match="after 2 epoch"), pytest.raises(KeyboardInterrupt):
         CNNClassifier(**params, callbacks=[Stop()]).fit(X, y)
