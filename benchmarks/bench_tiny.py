@@ -16,8 +16,8 @@ fit), so ``default`` is the fixed library. Candidates:
 
 * ``default``: as a new user would call it.
 * ``no hold-out``: ``validation_fraction=0.0`` on top.
-* ``one-cycle auto``: ``lr_schedule="one_cycle"``, ``learning_rate=3e-3``,
-  ``epochs="auto"`` (a case's own ``epochs`` wins), measured as a default.
+* ``plateau 30``: the defaults before this release, ``lr_schedule="plateau"``,
+  ``learning_rate=1e-3``, ``epochs=30`` (a case's own ``epochs`` wins).
 
 Prints per case and candidate: mean, minimum and maximum test accuracy,
 how many seeds collapsed (predicted a single class, or scored within 0.05 of
@@ -39,9 +39,15 @@ With the fix in the library (``--seeds $(seq 0 19) --candidates default``,
     fashion50  default  0.737 [0.676, 0.757]  0/20 collapsed  train 1.000  24.2 epochs
     digits120  default  0.993 [0.950, 1.000]  0/20 collapsed  train 0.965   3.0 epochs
 
-One-cycle at 3e-3 over ``epochs="auto"`` against the defaults (``--seeds 0 1 2 3 4
---candidates default "one-cycle auto"``, 2026-12-02; measured while the one-cycle
-settings were the branch's default and the defaults a candidate, same settings)::
+Those were the ``"plateau"`` defaults. With one-cycle at 3e-3 over ``epochs="auto"``
+as the default and early stopping watching only the end of the cycle
+(``--seeds $(seq 0 19) --candidates default``, 2026-12-02)::
+
+    fashion50  default  0.738 [0.687, 0.763]  0/20 collapsed  train 1.000  25.6 epochs
+    digits120  default  0.993 [0.950, 1.000]  0/20 collapsed  train 0.965   3.0 epochs
+
+Earlier, one-cycle against plateau as a candidate, before early stopping waited for
+the end of the cycle (``--seeds 0 1 2 3 4``; "default" was then plateau)::
 
     fashion50  default           0.739 [0.722, 0.752]  0/5  train 1.000  24.8 epochs
     fashion50  one-cycle auto    0.734 [0.707, 0.754]  0/5  train 1.000  25.2 epochs
@@ -78,8 +84,8 @@ def case_data(name: str):
 CANDIDATES = {
     "default": {},
     "no hold-out": {"holdout": False},
-    # The one-cycle default measured and not kept (issue 12, part 1).
-    "one-cycle auto": {"epochs": "auto", "lr_schedule": "one_cycle", "learning_rate": 3e-3},
+    # The defaults before one-cycle over epochs="auto" (issue 12, part 1).
+    "plateau 30": {"epochs": 30, "lr_schedule": "plateau", "learning_rate": 1e-3},
 }
 
 
