@@ -41,6 +41,14 @@ load (0.76 to 2.0 for the same code), so read the CPU ratios::
     grid (digits)  imgclf    903.7   99.5     2.023      1.068      0.977 (lr 1e-3)
                    scikeras  891.1  105.6     1.995      1.133      0.964 (lr 3e-4)
                    keras     446.7   93.2     1.000      1.000      0.967 (lr 1e-3)
+
+``--data --grid fashion`` (2026-12-02, once each; imgclf's side ran beside a
+full test run of the project at lower priority, so its wall time is not
+comparable and its CPU time is somewhat inflated)::
+
+    grid (fashion) imgclf   1361.7  766.1     2.574      1.129      0.858 (lr 1e-3)
+                   scikeras  418.8  650.2     0.792      0.958      0.843 (lr 3e-4)
+                   keras     528.9  678.5     1.000      1.000      0.833 (lr 3e-4)
 """
 
 from __future__ import annotations
