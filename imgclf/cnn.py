@@ -6,6 +6,10 @@ from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
 from ._params import BOOLEAN, NONE, Integer, Options, param
 
+#: ``lr_schedule``'s default; the deprecated ``reduce_lr_on_plateau`` predates
+#: it, so with that parameter set it counts as no schedule chosen.
+DEFAULT_LR_SCHEDULE = "one_cycle"
+
 
 def _n_stages(side: int) -> int:
     """Downsampling stages for an input side: halve while the map stays >= 3 px,
@@ -225,7 +229,7 @@ class CNNClassifier(BaseImageClassifier):
         epochs: int | str = "auto",
         batch_size="auto",
         learning_rate: float = 3e-3,
-        lr_schedule: str | None = "one_cycle",
+        lr_schedule: str | None = DEFAULT_LR_SCHEDULE,
         image_size=None,
         color_mode: str = "auto",
         augment=None,
@@ -280,8 +284,7 @@ class CNNClassifier(BaseImageClassifier):
 
     def _check_params_together(self) -> list[str]:
         if self._deprecated_plateau() and self.reduce_lr_on_plateau:
-            # The default schedule counts as not chosen: the parameter predates it.
-            if self.lr_schedule not in ("plateau", "one_cycle"):
+            if not self._no_other_schedule():
                 return [
                     f"reduce_lr_on_plateau=True (deprecated) and lr_schedule="
                     f"{self.lr_schedule!r} ask for two schedules. Pass only lr_schedule."
@@ -304,7 +307,13 @@ class CNNClassifier(BaseImageClassifier):
         if self.reduce_lr_on_plateau:
             return "plateau"
         # False meant a constant rate, unless another schedule was chosen.
-        return None if self.lr_schedule in ("plateau", "one_cycle") else self.lr_schedule
+        return None if self._no_other_schedule() else self.lr_schedule
+
+    def _no_other_schedule(self) -> bool:
+        """Whether ``lr_schedule`` leaves the deprecated ``reduce_lr_on_plateau``
+        to decide: it is ``"plateau"`` or the default (see
+        :data:`DEFAULT_LR_SCHEDULE`)."""
+        return self.lr_schedule in ("plateau", DEFAULT_LR_SCHEDULE)
 
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers
