@@ -1,11 +1,11 @@
-"""CIFAR-style arrays and a hyper-parameter search: the CIFAR-10 write-up, redone.
+"""CIFAR-style arrays and a hyper-parameter search with GridSearchCV.
 
-The write-up loaded CIFAR-10 as uint8 arrays ``(n, 32, 32, 3)``, built a Keras
-baseline, then tried optimisers, learning rates and augmentation one run at a
-time, by hand. An imgclf estimator is a scikit-learn classifier, so that
-search is ``GridSearchCV``: cross-validated, with the best model refitted.
+A common CIFAR-10 workflow loads uint8 arrays ``(n, 32, 32, 3)``, builds a
+Keras baseline, then tries learning rates and augmentation one run at a time,
+by hand. An imgclf estimator is a scikit-learn classifier, so that search is
+``GridSearchCV``: cross-validated, with the best model refitted.
 
-CIFAR-10 cannot be downloaded here, so the script builds arrays of the same
+To run without a download, the script builds arrays of CIFAR-10's
 shape and type from scikit-learn's digits: each 8x8 digit upscaled to 32x32
 and painted in random ink and paper colours, ``(n, 32, 32, 3)`` uint8.
 

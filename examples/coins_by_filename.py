@@ -1,13 +1,12 @@
-"""Coins labelled by file-name prefix: the coin write-up, redone with imgclf.
+"""Coins labelled by file-name prefix: train, report, save, load, predict.
 
-The write-up labelled photos by the first three characters of their file name
-(``eII`` Elizabeth II, ``gvi`` George VI, ``lin`` Lincoln), one-hot encoded
-them by hand, trained a hand-built Keras CNN for 150 epochs and saw the
-validation accuracy stall at 33 %. Here the same workflow is four calls:
-``load_filenames`` reads the labels from the names, ``CNNClassifier`` trains
-with augmentation and early stopping, scikit-learn reports, ``save`` ships it.
+The photos are labelled by the first three characters of their file name
+(``eII`` Elizabeth II, ``gvi`` George VI, ``lin`` Lincoln). With imgclf the
+workflow is four calls: ``load_filenames`` reads the labels from the names,
+``CNNClassifier`` trains with augmentation and early stopping, scikit-learn
+reports, ``save`` ships it.
 
-There are no coin photos here, so the script first draws a folder of synthetic
+To run without a download, the script first draws a folder of synthetic
 coins: a metal disc on a noisy background, rotated, shifted and lit at random,
 whose engraving differs by class (a head facing left under a crown of dots, a
 head facing right under a cross, a head facing right beside rows of "text").
@@ -32,10 +31,10 @@ from sklearn.model_selection import train_test_split
 import imgclf
 from imgclf import CNNClassifier, load_filenames
 
-# File-name prefix -> readable class name, as in the write-up's one_hot_label().
+# File-name prefix -> readable class name.
 NAMES = {"eII": "Elizabeth II", "gvi": "George VI", "lin": "Lincoln"}
-# The write-up's Lincoln photos were called e.g. "linc4351.png"; the first three
-# characters are what counts.
+# Lincoln photos are called e.g. "linc4351.png"; the first three characters are
+# what counts.
 FILE_STEMS = {"eII": "eII", "gvi": "gvi", "lin": "linc"}
 METALS = [(184, 115, 51), (192, 192, 196), (200, 170, 80)]  # copper, silver, brass
 
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
     print(classification_report(y_test, clf.predict(X_test), zero_division=0))
     print(f"Test accuracy: {clf.score(X_test, y_test):.3f}")
 
-    # The write-up's predict_for(path): one file in, one readable label out.
+    # Save, load in a fresh estimator, then one file in, one readable label out.
     model_path = os.path.join(workdir, "coins.imgclf")
     clf.save(model_path)
     reloaded = imgclf.load(model_path)

@@ -1,9 +1,10 @@
 """Fashion-MNIST from its Debian package: arrays in, scikit-learn report out.
 
-The tutorial write-up trained a Keras CNN on Fashion-MNIST-sized images,
-then fought overfitting with augmentation and dropout. With imgclf the
-default ``CNNClassifier`` has both, plus early stopping on a stratified
-hold-out, and takes the uint8 arrays as they are.
+A common tutorial trains a Keras CNN on Fashion-MNIST, then fights
+overfitting with augmentation and dropout. ``CNNClassifier`` has dropout and
+early stopping on a stratified hold-out by default, takes the uint8 arrays as
+they are, and adds augmentation with one parameter (this script passes
+``augment="light"``; the default is none).
 
 The data come from the Debian package ``dataset-fashion-mnist``
 (``apt-get install dataset-fashion-mnist``), four IDX files in

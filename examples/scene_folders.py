@@ -1,13 +1,12 @@
-"""A Kaggle-style folder tree with a train/test split: the Intel-scenes write-up, redone.
+"""A Kaggle-style folder tree with a train/test split, read with load_folder.
 
-The write-up downloaded Kaggle's "Intel Image Classification", whose zip unpacks
-to ``seg_train/seg_train/<class>/*.jpg`` and ``seg_test/seg_test/<class>/*.jpg``,
-counted the files per class with ``glob``, built ``tf.data`` pipelines with
-``image_dataset_from_directory`` and wrote a 25-layer Keras model by hand. With
-imgclf, ``load_folder`` reads either folder (it sees through the doubled
-``seg_train/seg_train`` level), and the rest is scikit-learn.
+Kaggle's "Intel Image Classification" unpacks to
+``seg_train/seg_train/<class>/*.jpg`` and ``seg_test/seg_test/<class>/*.jpg``.
+With imgclf, ``load_folder`` reads either folder (it sees through the doubled
+``seg_train/seg_train`` level), and the rest is scikit-learn: no ``glob``,
+no ``image_dataset_from_directory``, no hand-written Keras model.
 
-The Intel images are not here, so the script writes the same tree from real
+To run without a download, the script writes the same tree from real
 data that ships with scikit-learn: handwritten digits 0-5, one class folder
 per digit, as JPEGs of mixed sizes (24 to 40 px) in colour. Mixed sizes are
 normal: every image is resized to ``image_size`` as it streams from disk.
@@ -97,7 +96,7 @@ def main(argv=None) -> int:
     print(classification_report(y_test, y_pred, zero_division=0))
     print(f"Test accuracy: {np.mean(y_pred == y_test):.3f}")
 
-    # The write-up's "most misclassified pair", from scikit-learn's confusion matrix.
+    # The most misclassified pair, from scikit-learn's confusion matrix.
     cm = confusion_matrix(y_test, y_pred, labels=clf.classes_)
     np.fill_diagonal(cm, 0)
     true, pred = np.unravel_index(np.argmax(cm), cm.shape)
