@@ -38,7 +38,7 @@ class FileRefusedError(OSError):
 
     def __init__(self, path, problem: str):
         super().__init__(f"{os.fspath(path)!r} {problem}")
-        self.filename = os.fspath(path)
+        self.path = os.fspath(path)
         self.problem = problem
 
 

@@ -341,7 +341,9 @@ def list_image_files(folder: str, recursive: bool = True) -> list[str]:
             found.extend(os.path.join(dirpath, f) for f in filenames if is_image_name(f))
     else:
         with os.scandir(folder) as entries:
-            found = [e.path for e in entries if e.is_file() and is_image_name(e.name)]
+            # Not only regular files: a FIFO or device named like an image is
+            # listed, so the scan reports it, as os.walk's listing does.
+            found = [e.path for e in entries if not e.is_dir() and is_image_name(e.name)]
     # Sorted by path components, so "a/x" < "a-b/x" as in a file browser, on any OS.
     start = len(os.path.join(folder, ""))
     return sorted(found, key=lambda p: p[start:].split(os.sep))
