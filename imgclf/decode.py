@@ -18,6 +18,7 @@ Pillow's). Should a file still fail while it streams (changed on disk since),
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -246,9 +247,12 @@ def check_regular(names: np.ndarray, index: np.ndarray) -> np.ndarray:
     :class:`SpecialFileError` otherwise. Run in ``tf.numpy_function`` before
     TensorFlow opens the files by name, which would block on a FIFO."""
     for i in index:
-        problem = special_problem(names[i])
-        if problem is not None:
-            raise SpecialFileError(f"{names[i]!r} {problem}")
+        try:
+            mode = os.stat(names[i]).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise SpecialFileError(f"{names[i]!r} {special_problem(names[i])}")
     return index
 
 

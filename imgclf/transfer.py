@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__, featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
+from ._files import special_problem
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._validation import Images, image_size_tuple
 from .backbones import (
@@ -407,6 +408,11 @@ class TransferClassifier(BaseImageClassifier):
                 model = self.backbone
             else:
                 path = os.fspath(self.backbone)
+                problem = special_problem(path)  # Keras opens it by name: a FIFO would block
+                if problem is not None:
+                    raise InputError(
+                        f"{type(self).__name__}: backbone={path!r} {problem}; pass a .keras file."
+                    )
                 try:
                     model = get_keras().models.load_model(path, compile=False)
                 except Exception as exc:

@@ -189,3 +189,15 @@ def test_cli_predict_reports_the_fifo_and_predicts_the_rest(
         assert code != 0 and "named pipe" in err
     assert not watch.fired, watch.where
     assert sys.stdout is not None
+
+
+def test_backbone_and_weights_files_are_checked_before_keras_opens_them(tmp_path):
+    from imgclf import TransferClassifier
+    from imgclf.backbones import load_weights
+
+    with FifoWatch(tmp_path / "w.weights.h5") as weights, FifoWatch(tmp_path / "b.keras") as net:
+        with pytest.raises(InputError, match=r"weights=.*is a named pipe"):
+            load_weights(None, weights.path, "backbone", "TransferClassifier")
+        with pytest.raises(InputError, match=r"backbone=.*is a named pipe"):
+            TransferClassifier(backbone=net.path)._source()
+    assert not weights.fired and not net.fired
