@@ -200,3 +200,18 @@ def test_store_checks_length_digest_and_values(tmp_path):
     # A row that is not finite is never stored.
     store.put(keys[:1], np.full((1, 6), np.nan, np.float32))
     assert np.array_equal(store.get(keys[:1])[0][0], rows[0])
+
+
+def test_entries_all_of_another_length_are_recomputed(tiny_backbone, clean, computed, tmp_path):
+    """Entries agreeing among themselves on the wrong length (a planted set):
+    the length the backbone gives decides, not the first entry read."""
+    source, X, y, proba, _ = clean
+    root = tmp_path / "memory"
+    shutil.copytree(source, root)
+    files = entries(root)
+    for path in files:
+        damage(path, "wrong_length")
+    with pytest.warns(FeatureCacheWarning, match=rf"held {len(files)} entries"):
+        fitted = clf(tiny_backbone, str(root)).fit(X, y)
+    assert sum(computed) == len(files)
+    np.testing.assert_allclose(fitted.predict_proba(X), proba, atol=1e-6)
