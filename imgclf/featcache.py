@@ -18,12 +18,14 @@ Each file is a 64-byte header (magic, entry format, feature length, both
 keys and a digest of the header and the features) followed by the features
 as little-endian float32. Nothing read is trusted until checked: a file is
 used only if it is a regular file of the expected size (a FIFO or a device
-at an entry's path is never opened for long, nor read past the size), its
+at an entry's path is refused without blocking or reading from it), its
 header names exactly this network and image, the feature length is the one
 the backbone produces, the digest matches and every feature is finite. A
 renamed, damaged, foreign or planted file is recomputed and replaced, and
 each fit warns once (:meth:`FeatureStore.report`) naming the folder and how
-many entries were replaced.
+many entries were replaced. (The digest is a checksum, not a signature: it
+catches damage and files written by anything else, not someone who rewrites
+entries knowing the format -- who could as well rewrite the images.)
 
 Files are written under a temporary name in the same folder and renamed
 over the target (``os.replace``, atomic on one file system), so processes
@@ -182,8 +184,8 @@ class FeatureStore:
 
     def get(self, keys) -> tuple[list[np.ndarray | None], int]:
         """The stored features of each key (None where missing or unusable), and
-        the feature length found (0 if none). Without a ``length``, entries
-        must agree with the first one found."""
+        the feature length: the store's ``length``, else the one found (0 if
+        none; without a ``length``, entries must agree with the first found)."""
         out: list[np.ndarray | None] = []
         length = self.length or 0
         for key in keys:

@@ -18,8 +18,10 @@ and ``predict`` consume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 
 import numpy as np
 
@@ -106,13 +108,22 @@ def _cached_pixels(tf, cache, paths, infos, size, channels, batch_size) -> np.nd
     target = _cache_file(cache, paths, size, channels)
     pixels = _read_cached(target, shape)
     if pixels is None:
-        partial = f"{target}.{os.getpid()}.partial"
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        _decode_all(tf, paths, infos, size, channels, batch_size, out)
-        out.flush()
-        del out
-        # Renamed only when complete: an interrupted fit leaves no half-filled cache.
-        os.replace(partial, target)
+        # A new file of our own (never one planted under a guessable name).
+        fd, partial = tempfile.mkstemp(
+            prefix=os.path.basename(target) + ".", suffix=".partial", dir=os.fspath(cache)
+        )
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            _decode_all(tf, paths, infos, size, channels, batch_size, out)
+            out.flush()
+            del out
+            # Renamed only when complete: an interrupted fit leaves no half-filled cache.
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
         pixels = _read_cached(target, shape)
         if pixels is None:  # replaced by something else at once: decode into memory
             out = np.empty(shape, np.uint8)
