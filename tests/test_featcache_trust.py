@@ -149,7 +149,12 @@ def cache_warnings(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# Two kinds in the fast tier; every kind with the slow tests (a second or two
+# each alone, several seconds on a loaded machine).
+@pytest.mark.parametrize(
+    "kind",
+    [k if k in ("flipped_bit", "fifo") else pytest.param(k, marks=pytest.mark.slow) for k in KINDS],
+)
 def test_damaged_entries_are_recomputed_and_replaced(
     kind, tiny_backbone, clean, computed, tmp_path
 ):
@@ -202,6 +207,7 @@ def test_store_checks_length_digest_and_values(tmp_path):
     assert np.array_equal(store.get(keys[:1])[0][0], rows[0])
 
 
+@pytest.mark.slow
 def test_entries_all_of_another_length_are_recomputed(tiny_backbone, clean, computed, tmp_path):
     """Entries agreeing among themselves on the wrong length (a planted set):
     the length the backbone gives decides, not the first entry read."""

@@ -170,6 +170,7 @@ def test_pixel_cache_file_that_is_a_fifo_is_replaced(tmp_path, small_digits):
     assert np.load(target).shape == (8, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_cli_predict_reports_the_fifo_and_predicts_the_rest(
     tmp_path, small_digits, fitted_cnn, capsys
 ):
