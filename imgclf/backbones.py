@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
+from ._files import special_problem
 from ._params import did_you_mean
 from .exceptions import InputError
 
@@ -182,6 +183,9 @@ def input_shape(model):
 
 def load_weights(net, path, what: str, owner: str) -> None:
     path = os.fspath(path)
+    problem = special_problem(path)  # Keras opens it by name: a FIFO would block
+    if problem is not None:
+        raise InputError(f"{owner}: weights={path!r} {problem}; pass a weights file.")
     try:
         net.load_weights(path)
     except Exception as exc:

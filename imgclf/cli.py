@@ -110,7 +110,7 @@ def _image_files(inputs) -> list[str]:
             if not found:
                 raise ValueError(f"No image files in the folder {item!r}.")
             files += found
-        elif os.path.isfile(item):
+        elif os.path.exists(item):  # a FIFO or device too: the scan reports it
             files.append(item)
         else:
             raise FileNotFoundError(f"No such file or folder: {item!r}.")

@@ -16,11 +16,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._files import FileRefusedError, open_text
 from ._params import did_you_mean
 from .exceptions import InputError
 from .scan import IMAGE_EXTENSIONS, check_on_bad_file, list_image_files, screen
 
 _LIST_AT_MOST = 20
+
+#: The largest CSV manifest :func:`load_csv` reads (1 GiB: tens of millions of rows).
+MAX_CSV_BYTES = 1 << 30
 
 
 def _subfolders(folder: str) -> list[str]:
@@ -208,7 +212,11 @@ def load_csv(
     if not os.path.isfile(path):
         raise InputError(f"load_csv: {path!r} does not exist or is not a file.")
     base = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    try:  # a regular file only (a FIFO would block), of a bounded size
+        f = open_text(path, MAX_CSV_BYTES, newline="", encoding="utf-8-sig")
+    except FileRefusedError as exc:
+        raise InputError(f"load_csv: {path!r} {exc.problem}; expected a CSV file.") from None
+    with f:
         rows = list(csv.reader(f))
     if not rows:
         raise InputError(f"load_csv: {path!r} is empty; expected a header and one row per image.")

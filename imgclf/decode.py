@@ -18,9 +18,12 @@ Pillow's). Should a file still fail while it streams (changed on disk since),
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 
 import numpy as np
+
+from ._files import open_binary, special_problem
 
 # Which decoder a file needs (``imgclf.scan.FileInfo.decoder``).
 TF_JPEG, TF_PNG, PILLOW = 0, 1, 2
@@ -64,7 +67,8 @@ def _pillow_image(path, draft: bool = False):
         path = path.item()
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    with Image.open(path) as im:
+    # Only a regular file is opened (a FIFO would block, a device never end).
+    with open_binary(path) as f, Image.open(f) as im:
         im.seek(0)  # the first frame of an animation
         if draft and im.format == "JPEG":
             im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
@@ -233,9 +237,36 @@ def decode_fns(tf, infos, channels: int, size):
     return mixed_sizes, None, tf.TensorSpec((*size, channels), tf.float32)
 
 
+class SpecialFileError(ValueError):
+    """A file to decode is no longer a regular file (a FIFO, a device...)."""
+
+
+def check_regular(names: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``index``, once every ``names[index]`` is found to be a regular file (or
+    missing: TensorFlow's reader reports that itself); raises
+    :class:`SpecialFileError` otherwise. Run in ``tf.numpy_function`` before
+    TensorFlow opens the files by name, which would block on a FIFO."""
+    for i in index:
+        try:
+            mode = os.stat(names[i]).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise SpecialFileError(f"{names[i]!r} {special_problem(names[i])}")
+    return index
+
+
 def failing_files(tf, paths, infos, channels: int, size) -> list[int]:
     """Positions of the files that fail to decode with the pipeline's own
-    graph (decoded in parallel, each on its own, errors dropped)."""
+    graph (decoded in parallel, each on its own, errors dropped). A path
+    that is no longer a regular file fails without being opened."""
+    special = {i for i, p in enumerate(paths) if special_problem(p) is not None}
+    if special:
+        keep = [i for i in range(len(paths)) if i not in special]
+        rest = failing_files(tf, [paths[i] for i in keep], [infos[i] for i in keep], channels, size)
+        return sorted(special | {keep[i] for i in rest})
+    if not len(paths):
+        return []
     per_image, _, _ = decode_fns(tf, infos, channels, size)
     paths_t = tf.constant(np.asarray(paths, dtype=object).astype(str))
     kinds_t = tf.constant(np.array([f.decoder for f in infos], dtype=np.int32))

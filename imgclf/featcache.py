@@ -14,10 +14,18 @@ The network key digests everything the features depend on besides the image
 (the backbone's architecture and every weight, the input size, channels and
 pixel scaling, the library versions); the image key digests the image (an
 array row's bytes, or a file's absolute path, size and modification time).
-Each file is a 48-byte header (magic, format version, feature length and
-both keys) followed by the features as little-endian float32: a file is
-used only if its header names exactly this network and image, so a renamed,
-damaged or foreign file is recomputed, never trusted.
+Each file is a 64-byte header (magic, entry format, feature length, both
+keys and a digest of the header and the features) followed by the features
+as little-endian float32. Nothing read is trusted until checked: a file is
+used only if it is a regular file of the expected size (a FIFO or a device
+at an entry's path is refused without blocking or reading from it), its
+header names exactly this network and image, the feature length is the one
+the backbone produces, the digest matches and every feature is finite. A
+renamed, damaged, foreign or planted file is recomputed and replaced, and
+each fit warns once (:meth:`FeatureStore.report`) naming the folder and how
+many entries were replaced. (The digest is a checksum, not a signature: it
+catches damage and files written by anything else, not someone who rewrites
+entries knowing the format -- who could as well rewrite the images.)
 
 Files are written under a temporary name in the same folder and renamed
 over the target (``os.replace``, atomic on one file system), so processes
@@ -35,15 +43,22 @@ import warnings
 
 import numpy as np
 
+from ._files import FileRefusedError, read_regular
 from .persist import atomic_write
 from .scan import stat_key
 
-#: Bump when the file layout or anything that changes the features without
+#: Bump when the folder layout or anything that changes the features without
 #: changing the keys (decoding, resizing) changes: old folders are then ignored.
 FORMAT = 1
+#: The entry format in each file's header: entries of another one (format 1
+#: had no digest) are foreign, recomputed and replaced in place.
+ENTRY_FORMAT = 2
 _MAGIC = b"IMGCLFFT"
-_HEADER = struct.Struct("<8sII16s16s")  # magic, format, length, network, image
+# magic, entry format, length, network key, image key, digest
+_HEADER = struct.Struct("<8sII16s16s16s")
 _SUFFIX = ".f32"
+#: The longest feature vector read when the backbone's is not known (4 MiB).
+MAX_FEATURES = 1 << 20
 
 
 class FeatureCacheWarning(UserWarning):
@@ -70,6 +85,16 @@ def location(memory) -> str | None:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _entry_digest(length: int, network: bytes, image: bytes, payload: bytes) -> bytes:
+    """The digest an entry's header carries: of the rest of the header and the features."""
+    h = hashlib.blake2b(digest_size=16, person=b"imgclf-entry")
+    h.update(struct.pack("<II", ENTRY_FORMAT, length))
+    h.update(network)
+    h.update(image)
+    h.update(payload)
+    return h.digest()
 
 
 def network_key(identity: dict, weights) -> bytes:
@@ -106,22 +131,30 @@ def path_keys(paths) -> list[bytes | None]:
 class FeatureStore:
     """The cached features of one network, in ``root``'s sub-folder for it.
 
-    Open with :meth:`open`. Problems never raise: they warn once per store (a
-    :class:`FeatureCacheWarning` naming the folder and the fix) and the
-    entries concerned are treated as missing (reads) or not stored (writes).
+    Open with :meth:`open` (or :meth:`reader`). Problems never raise: an
+    unusable folder warns once per store (a :class:`FeatureCacheWarning`
+    naming the folder and the fix) and the entries concerned are treated as
+    missing (reads) or not stored (writes). Damaged or foreign entries are
+    counted; :meth:`report` warns about them once, after they were replaced.
+
+    ``length``, when given, is the feature length the network produces: an
+    entry of any other length is foreign.
     """
 
-    def __init__(self, folder: str, network: bytes):
+    def __init__(self, folder: str, network: bytes, length: int | None = None):
         self.folder = folder
         self.network = network
+        self.length = None if length is None else int(length)
         self.writable = True
         self._warned: set[str] = set()
+        self._damaged: set[bytes] = set()  # keys of entries found unusable...
+        self._replaced: set[bytes] = set()  # ...and those of them written again
 
     @classmethod
-    def open(cls, root: str, network: bytes) -> FeatureStore | None:
-        """The store for ``network`` under ``root``, or None (with a warning)
-        if the folder cannot be created."""
-        store = cls.reader(root, network)
+    def open(cls, root: str, network: bytes, length: int | None = None) -> FeatureStore | None:
+        """The store for ``network`` (features of ``length``) under ``root``, or
+        None (with a warning) if the folder cannot be created."""
+        store = cls.reader(root, network, length)
         try:
             os.makedirs(store.folder, exist_ok=True)
         except OSError as exc:
@@ -135,24 +168,26 @@ class FeatureStore:
         return store
 
     @classmethod
-    def reader(cls, root: str, network: bytes) -> FeatureStore:
+    def reader(cls, root: str, network: bytes, length: int | None = None) -> FeatureStore:
         """The store for ``network`` under ``root``, to read (nothing is created:
         a missing folder has no entries)."""
-        return cls(os.path.join(root, f"imgclf-features-v{FORMAT}", network.hex()), network)
+        folder = os.path.join(root, f"imgclf-features-v{FORMAT}", network.hex())
+        return cls(folder, network, length)
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, FeatureCacheWarning, stacklevel=2)
+            warnings.warn(message, FeatureCacheWarning, stacklevel=3)
 
     def _path(self, key: bytes) -> str:
         return os.path.join(self.folder, key.hex() + _SUFFIX)
 
     def get(self, keys) -> tuple[list[np.ndarray | None], int]:
         """The stored features of each key (None where missing or unusable), and
-        the feature length found (0 if none)."""
+        the feature length: the store's ``length``, else the one found (0 if
+        none; without a ``length``, entries must agree with the first found)."""
         out: list[np.ndarray | None] = []
-        length = 0
+        length = self.length or 0
         for key in keys:
             found = None if key is None else self._read(key)
             if found is not None and length and len(found) != length:
@@ -164,11 +199,15 @@ class FeatureStore:
 
     def _read(self, key: bytes) -> np.ndarray | None:
         path = self._path(key)
+        longest = MAX_FEATURES if self.length is None else self.length
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            # A regular file only (a FIFO would block), read no further than
+            # the largest entry this store can hold.
+            data = read_regular(path, _HEADER.size + 4 * longest)
         except FileNotFoundError:
             return None
+        except FileRefusedError:
+            return self._foreign(key)
         except OSError as exc:
             self._warn(
                 "read",
@@ -178,36 +217,42 @@ class FeatureStore:
             return None
         if len(data) < _HEADER.size:
             return self._foreign(key)
-        magic, version, length, network, image = _HEADER.unpack_from(data)
+        magic, version, length, network, image, digest = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size :]
         if (
             magic != _MAGIC
-            or version != FORMAT
+            or version != ENTRY_FORMAT
             or network != self.network
             or image != key
-            or len(data) != _HEADER.size + 4 * length
+            or (self.length is not None and length != self.length)
+            or len(payload) != 4 * length
+            or digest != _entry_digest(length, network, image, payload)
         ):
             return self._foreign(key)
-        return np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float32)
+        features = np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        if not np.isfinite(features).all():  # never stored: written by someone else
+            return self._foreign(key)
+        return features
 
     def _foreign(self, key: bytes) -> None:
-        self._warn(
-            "foreign",
-            f"the feature cache in {self.folder!r} holds files this imgclf did not write "
-            "for these images (another version, or damaged); their features are computed "
-            "again and the files replaced. Deleting the folder clears the cache.",
-        )
+        self._damaged.add(key)
         return None
 
     def put(self, keys, features: np.ndarray) -> None:
-        """Store ``features[i]`` under ``keys[i]`` (None keys are skipped)."""
+        """Store ``features[i]`` under ``keys[i]`` (None keys are skipped, and
+        so are rows that are not finite or not of the store's ``length``)."""
         if not self.writable:
             return
         features = np.ascontiguousarray(features, dtype="<f4")
         for key, row in zip(keys, features, strict=True):
-            if key is None:
+            if key is None or not np.isfinite(row).all():
+                continue
+            if self.length is not None and len(row) != self.length:
                 continue
             try:
                 self._write(key, row)
+            except IsADirectoryError:  # a folder at this entry's path: left alone
+                continue
             except OSError as exc:
                 self.writable = False
                 self._warn(
@@ -218,13 +263,38 @@ class FeatureStore:
                     "memory=None.",
                 )
                 return
+            if key in self._damaged:
+                self._replaced.add(key)
 
     def _write(self, key: bytes, row: np.ndarray) -> None:
-        header = _HEADER.pack(_MAGIC, FORMAT, len(row), self.network, key)
+        payload = row.tobytes()
+        digest = _entry_digest(len(row), self.network, key, payload)
+        header = _HEADER.pack(_MAGIC, ENTRY_FORMAT, len(row), self.network, key, digest)
         # Renamed only once complete: a reader sees the old file, the new one
-        # or none, never part of one. Not synced: a lost entry is recomputed.
+        # or none, never part of one; whatever was at the path (a damaged
+        # entry, a FIFO, a link) is replaced, not written through. Not synced:
+        # a lost entry is recomputed.
         atomic_write(
-            self._path(key), lambda f: f.write(header + row.tobytes()), prefix=".tmp-", sync=False
+            self._path(key), lambda f: f.write(header + payload), prefix=".tmp-", sync=False
+        )
+
+    def report(self) -> None:
+        """Warn once about the damaged or foreign entries met since the last
+        report: how many, how many were replaced, and the folder. Call at the
+        end of a fit's (or a prediction's) use of the store."""
+        found, replaced = len(self._damaged), len(self._replaced & self._damaged)
+        self._damaged.clear()
+        self._replaced.clear()
+        if not found:
+            return
+        entries = "entry" if found == 1 else "entries"
+        warnings.warn(
+            f"the feature cache in {self.folder!r} held {found} {entries} this imgclf did not "
+            "write or that are damaged (wrong checksum, length or values, or not a regular "
+            f"file); their features were computed again and {replaced} of the {found} "
+            "replaced. Deleting the folder clears the cache.",
+            FeatureCacheWarning,
+            stacklevel=2,
         )
 
 

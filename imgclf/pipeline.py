@@ -18,13 +18,16 @@ and ``predict`` consume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 
 import numpy as np
 
 from . import decode
 from ._backend import get_tf
+from ._files import open_binary
 from ._validation import Images
 from .scan import scan_files, stat_key
 
@@ -50,13 +53,18 @@ def _path_dataset(
     """
     kinds = np.array([f.decoder for f in infos], dtype=np.int32)
     per_image, per_batch, spec = decode.decode_fns(tf, infos, channels, size)
-    paths_t = tf.constant(np.asarray(paths, dtype=object).astype(str))
+    names = np.asarray(paths, dtype=object).astype(str)
+    paths_t = tf.constant(names)
     kinds_t = tf.constant(kinds)
 
     def one(i):
         return per_image(tf.gather(paths_t, i), tf.gather(kinds_t, i))
 
     def load(idx):
+        # TensorFlow opens files by name, and a FIFO put in a file's place
+        # since the scan would block it: each batch's files are stat'ed first.
+        idx = tf.numpy_function(lambda i: decode.check_regular(names, i), [idx], tf.int64)
+        idx.set_shape((None,))
         images = tf.map_fn(one, idx, fn_output_signature=spec, parallel_iterations=16)
         return images if per_batch is None else per_batch(images)
 
@@ -98,15 +106,52 @@ def _cached_pixels(tf, cache, paths, infos, size, channels, batch_size) -> np.nd
         return _decode_all(tf, paths, infos, size, channels, batch_size, np.empty(shape, np.uint8))
     os.makedirs(cache, exist_ok=True)
     target = _cache_file(cache, paths, size, channels)
-    if not os.path.exists(target):
-        partial = f"{target}.{os.getpid()}.partial"
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        _decode_all(tf, paths, infos, size, channels, batch_size, out)
-        out.flush()
-        del out
-        # Renamed only when complete: an interrupted fit leaves no half-filled cache.
-        os.replace(partial, target)
-    return np.load(target, mmap_mode="r")
+    pixels = _read_cached(target, shape)
+    if pixels is None:
+        # A new file of our own (never one planted under a guessable name).
+        fd, partial = tempfile.mkstemp(
+            prefix=os.path.basename(target) + ".", suffix=".partial", dir=os.fspath(cache)
+        )
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            _decode_all(tf, paths, infos, size, channels, batch_size, out)
+            out.flush()
+            del out
+            # Renamed only when complete: an interrupted fit leaves no half-filled cache.
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+        pixels = _read_cached(target, shape)
+        if pixels is None:  # replaced by something else at once: decode into memory
+            out = np.empty(shape, np.uint8)
+            pixels = _decode_all(tf, paths, infos, size, channels, batch_size, out)
+    return pixels
+
+
+def _read_cached(target: str, shape: tuple) -> np.ndarray | None:
+    """The cached pixels at ``target`` (memory-mapped), or None when there is
+    no usable file there: missing, not a regular file (a FIFO would block),
+    not a ``.npy`` file, or not uint8 pixels of ``shape`` (then it is
+    decoded again and replaced)."""
+    fmt = np.lib.format
+    try:
+        with open_binary(target) as f:
+            version = fmt.read_magic(f)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else None
+            if read_header is None:
+                read_header = fmt.read_array_header_2_0 if version == (2, 0) else None
+            if read_header is None:
+                return None
+            found, fortran, dtype = read_header(f)
+            if tuple(found) != tuple(shape) or fortran or dtype != np.uint8:
+                return None
+            # Mapped through the file checked above, not opened again by name.
+            return np.memmap(f, dtype=np.uint8, mode="r", offset=f.tell(), shape=shape)
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 def _memmap_dataset(tf, pixels, y, order, batch_size):

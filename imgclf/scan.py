@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import struct
 import threading
 import warnings
@@ -34,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import decode, verify
+from ._files import FileRefusedError, open_binary, open_regular
 from .decode import PILLOW, TF_JPEG, TF_PNG
 
 IMAGE_EXTENSIONS = frozenset(
@@ -170,7 +170,7 @@ def _pillow_header(path: str, size: int) -> tuple | FileInfo:
             # The limit is checked by the caller against the same number, as an
             # error for every file rather than a warning for some.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_binary(path) as f, Image.open(f) as im:
                 fmt, mode, (width, height) = im.format, im.mode, im.size
     except UnidentifiedImageError:
         return _bad(
@@ -179,6 +179,8 @@ def _pillow_header(path: str, size: int) -> tuple | FileInfo:
         )
     except Image.DecompressionBombError as exc:
         return _bad(f"is too large to decode safely ({exc})")
+    except FileRefusedError as exc:  # replaced since it was opened
+        return _bad(exc.problem)
     except Exception as exc:  # noqa: BLE001 -- a broken header, whatever the format
         return _bad(f"has a broken header ({exc})")
     return fmt, width, height, PILLOW, 1 if mode in _GREY_MODES else 3, "A" in mode
@@ -197,18 +199,17 @@ def _inspect(path: str, limit: int) -> tuple[tuple[int, int] | None, FileInfo]:
     thousands of files the scan is what a user waits for before training.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        # Only a regular file is read: opened without blocking and checked on
+        # the open descriptor, so a FIFO named like an image cannot hang the scan.
+        fd, st = open_regular(path)
     except FileNotFoundError:
         return None, _bad("does not exist")
-    except IsADirectoryError:
-        return None, _bad("is a folder, not an image file")
+    except FileRefusedError as exc:
+        return stat_key(path), _bad(exc.problem)
     except OSError as exc:
         return None, _bad(f"cannot be read ({exc.strerror or exc})")
     try:
-        st = os.fstat(fd)
         key = (st.st_size, st.st_mtime_ns)
-        if stat.S_ISDIR(st.st_mode):
-            return key, _bad("is a folder, not an image file")
         size = st.st_size
         if size == 0:
             return key, _bad("is empty (0 bytes)")
@@ -340,7 +341,9 @@ def list_image_files(folder: str, recursive: bool = True) -> list[str]:
             found.extend(os.path.join(dirpath, f) for f in filenames if is_image_name(f))
     else:
         with os.scandir(folder) as entries:
-            found = [e.path for e in entries if e.is_file() and is_image_name(e.name)]
+            # Not only regular files: a FIFO or device named like an image is
+            # listed, so the scan reports it, as os.walk's listing does.
+            found = [e.path for e in entries if not e.is_dir() and is_image_name(e.name)]
     # Sorted by path components, so "a/x" < "a-b/x" as in a file browser, on any OS.
     start = len(os.path.join(folder, ""))
     return sorted(found, key=lambda p: p[start:].split(os.sep))

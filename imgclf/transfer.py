@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__, featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
+from ._files import special_problem
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._validation import Images, image_size_tuple
 from .backbones import (
@@ -407,6 +408,11 @@ class TransferClassifier(BaseImageClassifier):
                 model = self.backbone
             else:
                 path = os.fspath(self.backbone)
+                problem = special_problem(path)  # Keras opens it by name: a FIFO would block
+                if problem is not None:
+                    raise InputError(
+                        f"{type(self).__name__}: backbone={path!r} {problem}; pass a .keras file."
+                    )
                 try:
                     model = get_keras().models.load_model(path, compile=False)
                 except Exception as exc:
@@ -659,6 +665,8 @@ class TransferClassifier(BaseImageClassifier):
         if val is not None:
             validation = (self._features_of(extractor, images.subset(val), y_enc[val], store),)
             validation += (y_enc[val],)
+        if store is not None:
+            store.report()  # one warning a fit for the entries replaced
         return {
             "x": x,
             "y": y,
@@ -717,7 +725,7 @@ class TransferClassifier(BaseImageClassifier):
                 stacklevel=2,
             )
             return None
-        return featcache.FeatureStore.open(root, key)
+        return featcache.FeatureStore.open(root, key, _feature_length(extractor))
 
     def _network_key(self, extractor, images: Images) -> bytes:
         """The key of ``extractor``'s features of images like ``images``."""
@@ -745,7 +753,9 @@ class TransferClassifier(BaseImageClassifier):
         root = featcache.location(self.memory)
         if key is None or root is None:
             return None
-        found, _ = featcache.FeatureStore.reader(root, key).get(_image_keys(images))
+        store = featcache.FeatureStore.reader(root, key, _feature_length(self.model_))
+        found, _ = store.get(_image_keys(images))
+        store.report()
         if any(f is None for f in found):
             return None
         try:
@@ -837,6 +847,16 @@ def _image_keys(images: Images) -> list:
     if images.array is not None:
         return featcache.array_keys(images.array)
     return featcache.path_keys(images.paths)
+
+
+def _feature_length(model) -> int | None:
+    """How many features ``model``'s (or an extractor's) ``features`` layer
+    gives each image, or None if that is not fixed."""
+    try:
+        length = model.get_layer("features").output.shape[-1]
+    except (ValueError, AttributeError):
+        length = model.outputs[0].shape[-1]
+    return None if length is None else int(length)
 
 
 def _extractor(model):

@@ -7,10 +7,17 @@ header and in the body, swapped extensions and huge declared sizes. For any
 mutated file, ``load_folder`` + ``fit(on_bad_file="skip")`` + ``predict``
 either work or raise :class:`imgclf.exceptions.InputError` (or a subclass).
 300 cases run with CI (``slow``), 10,000 with ``pytest -m benchmark``.
+
+Feature cache entries (``TransferClassifier(memory=...)``) are mutated too:
+100 entries (seeded) flipped, cut, extended, scaled, swapped, replaced by
+forged entries with NaN, inf or the wrong length, by a FIFO or by a link to
+``/dev/zero`` or to another entry. Each fit warns once, recomputes and
+replaces exactly the damaged entries, and ends as on a clean cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -261,3 +268,170 @@ def test_what_the_check_passes_tensorflow_decodes():
             passed += 1
             assert decoder(data).shape[-1] in (1, 3, 4), description
     assert checked > 150 and passed > 50
+
+
+# ------------------------------------------------------- feature cache entries
+CACHE_MUTATIONS = (
+    "flip_bytes",
+    "truncate",
+    "extend",
+    "scale",
+    "forged_nan",
+    "forged_inf",
+    "forged_length",
+    "swap",
+    "zeros",
+    "random",
+    "empty",
+    "header_length",
+    "link_to_other",
+    "fifo",
+    "dev_zero",
+)
+_ENTRY = struct.Struct("<8sII16s16s16s")  # featcache's entry header (format 2)
+
+
+def _mutate_entry(path: str, kind: str, other: str, rng) -> None:
+    """Damage the feature cache entry at ``path`` (``other`` is another entry)."""
+    from imgclf import featcache
+
+    raw = open(path, "rb").read()
+    magic, version, length, network, image, _ = _ENTRY.unpack_from(raw)
+    row = np.frombuffer(raw[_ENTRY.size :], "<f4")
+
+    def forged(values: np.ndarray) -> bytes:
+        payload = values.astype("<f4").tobytes()
+        digest = featcache._entry_digest(len(values), network, image, payload)
+        return _ENTRY.pack(magic, version, len(values), network, image, digest) + payload
+
+    os.unlink(path)
+    if kind == "fifo":  # made by the caller's FifoWatch
+        return
+    if kind == "dev_zero":
+        os.symlink("/dev/zero", path)
+        return
+    if kind == "link_to_other":
+        os.symlink(other, path)
+        return
+    if kind == "flip_bytes":
+        data = bytearray(raw)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] ^= int(rng.integers(1, 256))
+    elif kind == "truncate":
+        data = raw[: int(rng.integers(0, len(raw)))]
+    elif kind == "extend":
+        data = raw + rng.bytes(int(rng.integers(1, 65)))
+    elif kind == "scale":
+        factor = float(rng.choice([1e-3, 2.0, 1e6, -1.0]))
+        data = raw[: _ENTRY.size] + (row * factor).astype("<f4").tobytes()
+    elif kind in ("forged_nan", "forged_inf"):
+        values = row.copy()
+        values[int(rng.integers(len(values)))] = np.nan if kind == "forged_nan" else -np.inf
+        data = forged(values)
+    elif kind == "forged_length":
+        data = forged(
+            np.resize(row, int(rng.choice([1, len(row) - 1, len(row) + 1, 3 * len(row)])))
+        )
+    elif kind == "swap":
+        data = open(other, "rb").read()
+    elif kind == "zeros":
+        data = bytes(len(raw))
+    elif kind == "random":
+        data = rng.bytes(len(raw))
+    elif kind == "empty":
+        data = b""
+    elif kind == "header_length":
+        data = raw[:12] + struct.pack("<I", length + int(rng.integers(1, 1000))) + raw[16:]
+    else:
+        raise ValueError(kind)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _fuzz_cache(tmp_path, rounds: int, per_round: int, seed: int) -> dict:
+    """Fill a feature cache with one fit, then, round after round, damage
+    ``per_round`` of its entries and fit again on a copy. Any exception fails;
+    each fit warns once, recomputes exactly the damaged entries, replaces
+    every one of them, and ends as the clean fit did."""
+    import shutil
+
+    from _special import FifoWatch
+
+    from imgclf import TransferClassifier
+    from imgclf._backend import get_keras
+    from imgclf.featcache import FeatureCacheWarning
+
+    keras = get_keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    backbone = keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same")(x))
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(40) % 2
+
+    def fit(memory):
+        return TransferClassifier(
+            backbone=backbone,
+            epochs=1,
+            fine_tune_epochs=0,
+            batch_size=16,
+            random_state=0,
+            memory=memory,
+        ).fit(X, y)
+
+    clean = tmp_path / "clean"
+    fit(str(clean))
+    expected = fit(str(clean)).predict_proba(X)
+    computed = []
+    original = TransferClassifier._computed_features
+
+    def counting(self, extractor, images, labels):
+        computed.append(len(images))
+        return original(self, extractor, images, labels)
+
+    counts = {"mutated": 0, "replaced": 0, "kinds": set()}
+    TransferClassifier._computed_features = counting
+    try:
+        for r in range(rounds):
+            root = tmp_path / f"round{r}"
+            shutil.copytree(clean, root)
+            files = sorted(str(p) for p in root.rglob("*.f32"))
+            chosen = rng.choice(len(files), size=per_round, replace=False)
+            kinds = [
+                CACHE_MUTATIONS[(r * per_round + k) % len(CACHE_MUTATIONS)]
+                for k in range(per_round)
+            ]
+            computed.clear()
+            with contextlib.ExitStack() as stack:
+                watches = []
+                for i, kind in zip(chosen, kinds, strict=True):
+                    _mutate_entry(files[i], kind, files[(i + 1) % len(files)], rng)
+                    if kind == "fifo":
+                        watches.append(stack.enter_context(FifoWatch(files[i], after=20)))
+                with warnings.catch_warnings(record=True) as record:
+                    warnings.simplefilter("always")
+                    proba = fit(str(root)).predict_proba(X)
+            assert not any(w.fired for w in watches), "blocked on a FIFO"
+            messages = [str(w.message) for w in record if w.category is FeatureCacheWarning]
+            assert len(messages) == 1, messages
+            assert f"held {per_round} entries" in messages[0], messages[0]
+            assert f"{per_round} of the {per_round} replaced" in messages[0], messages[0]
+            assert sum(computed) == per_round
+            np.testing.assert_allclose(proba, expected, atol=1e-6)
+            for i in chosen:
+                assert os.path.isfile(files[i]) and not os.path.islink(files[i])
+                assert os.path.getsize(files[i]) == _ENTRY.size + 4 * 8
+            counts["mutated"] += per_round
+            counts["replaced"] += per_round
+            counts["kinds"].update(kinds)
+    finally:
+        TransferClassifier._computed_features = original
+    return counts
+
+
+@pytest.mark.slow
+def test_mutated_cache_entries_are_recomputed_and_replaced(tmp_path):
+    counts = _fuzz_cache(tmp_path, rounds=4, per_round=25, seed=3)
+    assert counts["mutated"] == counts["replaced"] == 100
+    assert counts["kinds"] == set(CACHE_MUTATIONS)

@@ -233,7 +233,7 @@ def test_foreign_files_warn_and_are_replaced(tiny_backbone, small_digits, comput
         with open(path, "r+b") as f:
             if i % 2:
                 f.seek(8)
-                f.write((featcache.FORMAT + 1).to_bytes(4, "little"))  # another version
+                f.write((featcache.ENTRY_FORMAT + 1).to_bytes(4, "little"))  # another version
             else:
                 f.truncate(30)  # damaged
     computed.clear()
