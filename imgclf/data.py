@@ -139,7 +139,7 @@ def _pick_column(header: list[str], given, known: tuple, fallback: int, role: st
         if given not in header:
             raise InputError(
                 f"load_csv: {role}={given!r} is not a column of {path!r}"
-                f"{did_you_mean(str(given), header)}; its columns are {header}."
+                f"{did_you_mean(str(given), header)}; its columns are {short_repr(header, 300)}."
             )
         return header.index(given)
     lowered = [h.strip().lower() for h in header]
@@ -300,17 +300,7 @@ def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str
     import codecs
     import csv
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if encoding is None:
-        encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
-        if encoding == "utf-8" and b"\x00" in data[:4096]:
-            raise InputError(
-                f"load_csv: {path!r} is not a text file (it holds NUL bytes: a binary file, or "
-                "text in UTF-16 without a byte-order mark). Give the CSV manifest, saved as "
-                "UTF-8, or pass encoding='utf-16-le' if it is UTF-16 text."
-            )
-    else:
+    if encoding is not None:
         try:
             codecs.lookup(encoding)
         except (LookupError, TypeError):
@@ -318,6 +308,18 @@ def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str
                 f"load_csv: encoding={short_repr(encoding)} is not a text encoding Python "
                 "knows; e.g. 'utf-8', 'latin-1', 'cp1252', 'utf-16'."
             ) from None
+    with open(path, "rb") as f:
+        data = f.read(4096)  # a binary file is refused before it is read whole
+        if encoding is None:
+            encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+            if encoding == "utf-8" and b"\x00" in data:
+                raise InputError(
+                    f"load_csv: {path!r} is not a text file (it holds NUL bytes: a binary "
+                    "file, or text in UTF-16 without a byte-order mark). Give the CSV "
+                    "manifest, saved as UTF-8, or pass encoding='utf-16-le' if it is UTF-16 "
+                    "text."
+                )
+        data += f.read()
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:

@@ -202,6 +202,12 @@ CASES = [
         InputError,
         ["epochs=-1"],
     ),
+    (
+        "fit parameter holding a large array",
+        lambda c: _new().set_params(image_size=np.arange(900)).fit(X8, Y4),
+        InputError,
+        ["image_size=array([", "..."],
+    ),
     # ------------------------------------------------- predict, predict_proba, score
     (
         "predict X complex",
