@@ -495,6 +495,12 @@ CASES = [
         ["--delimiter", "--csv"],
     ),
     (
+        "cli evaluate folder names for numeric classes",
+        lambda c: _cli("evaluate", c.model, c.data),
+        InputError,
+        ["['one', 'two']", "not among the model's classes"],
+    ),
+    (
         "cli evaluate semicolon CSV",
         lambda c: _cli(
             "evaluate",
