@@ -99,7 +99,7 @@ SIZE = param(
 DROPOUT = param(Number(0, 1, closed="left"))
 
 
-class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstimator):
+class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstimator):
     """Base class: the scikit-learn contract around a Keras network.
 
     Not meant to be used directly; see :class:`imgclf.CNNClassifier` and

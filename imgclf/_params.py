@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._pathargs import short_repr
 from .exceptions import InputError
 
 
@@ -131,11 +132,11 @@ class Param:
         if not any(rule.accepts(value) for rule in self.rules):
             expected = self.expected or _join([rule.text for rule in self.rules])
             hint = did_you_mean(value, self.suggest) if isinstance(value, str) else ""
-            return f"{name}={value!r}{hint}: expected {expected}."
+            return f"{name}={short_repr(value, 120)}{hint}: expected {expected}."
         if self.check is not None:
             found = self.check(value)
             if found:
-                return f"{name}={_shown(value)!r}: {found}"
+                return f"{name}={short_repr(_shown(value), 120)}: {found}"
         return None
 
 

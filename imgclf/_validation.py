@@ -10,15 +10,17 @@ import math
 import numbers
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 from sklearn.utils import check_array, column_or_1d
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import validate_data
 
-from .exceptions import InputError
+from ._pathargs import short_repr
+from .exceptions import InputError, InputTypeError
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _as_paths(X) -> np.ndarray | None:
         if hasattr(first, "shape"):
             shown = f"an array of shape {np.shape(first)}"
         else:
-            shown = f"{_short_repr(first)} ({type(first).__name__})"
+            shown = f"{short_repr(first, 60)} ({type(first).__name__})"
         raise InputError(
             f"X mixes image paths with other items: item {bad[0]} is {shown}"
             f"{f' ({len(bad)} such items)' if len(bad) > 1 else ''}. Pass either a list of "
@@ -86,11 +88,6 @@ def _as_paths(X) -> np.ndarray | None:
             "combine them, save the arrays as image files, or read the files into an array."
         )
     return np.array([os.fspath(v) for v in values], dtype=object)
-
-
-def _short_repr(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_images(estimator, X, *, reset: bool) -> Images:
@@ -119,14 +116,25 @@ def check_images(estimator, X, *, reset: bool) -> Images:
 
     ndim = getattr(X, "ndim", None)
     if ndim is None and not sparse.issparse(X):
-        X = np.asarray(X)
+        X = _as_array(name, X)
         ndim = X.ndim
+    if ndim in (2, 3, 4) or sparse.issparse(X):
+        _check_dtype_and_shape(name, X)
     if ndim == 2 or sparse.issparse(X):
-        if not reset and not hasattr(estimator, "n_features_in_"):
-            X = check_array(X, dtype="numeric", ensure_all_finite=False, input_name="X")
-        else:
-            X = validate_data(estimator, X, reset=reset, dtype="numeric", ensure_all_finite=False)
+        with _in_library_words(name):
+            if not reset and not hasattr(estimator, "n_features_in_"):
+                X = check_array(X, dtype="numeric", ensure_all_finite=False, input_name="X")
+            else:
+                X = validate_data(
+                    estimator, X, reset=reset, dtype="numeric", ensure_all_finite=False
+                )
         array = _flat_to_images(X)
+    elif ndim == 1 and X.dtype.kind in "OSV" and len(X):
+        raise InputTypeError(
+            f"{name} got X as a 1-D sequence of {type(X[0]).__name__} items (e.g. "
+            f"{short_repr(X[0], 60)}); expected images (n, h, w[, c]), flattened images "
+            "(n, d), or a 1-D list of file paths (str or os.PathLike)."
+        )
     elif ndim == 1:
         raise InputError(
             f"{name} got a 1-D array of numbers with shape {np.shape(X)}. Expected 2D array: "
@@ -134,7 +142,10 @@ def check_images(estimator, X, *, reset: bool) -> Images:
             "Reshape your data: for one flattened image use X.reshape(1, -1)."
         )
     elif ndim in (3, 4):
-        X = check_array(X, dtype="numeric", allow_nd=True, ensure_all_finite=False, input_name="X")
+        with _in_library_words(name):
+            X = check_array(
+                X, dtype="numeric", allow_nd=True, ensure_all_finite=False, input_name="X"
+            )
         if reset:
             _forget_features(estimator)
         array = X[..., np.newaxis] if X.ndim == 3 else X
@@ -159,6 +170,97 @@ def check_images(estimator, X, *, reset: bool) -> Images:
     if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
         _check_float32_range(name, array)
     return Images(array=array)
+
+
+def _as_array(name: str, X) -> np.ndarray:
+    """``np.asarray(X)``, with the library's error for a list of images of
+    different sizes (NumPy's "inhomogeneous shape")."""
+    try:
+        return np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        shapes = []
+        if isinstance(X, (list, tuple)):
+            for item in X:
+                try:
+                    shapes.append(np.shape(item))
+                except (ValueError, TypeError):
+                    shapes.append(None)
+        odd = [i for i, shape in enumerate(shapes) if shape != shapes[0]]
+        if not odd:
+            raise InputError(
+                f"{name} cannot read X as an array of numbers: {short_repr(str(exc), 200)}. "
+                "Pass images as one NumPy array (n, h, w[, c]), or a 1-D list of file paths."
+            ) from None
+        first = odd[0]
+        raise InputError(
+            f"X is a list of images of different sizes: item 0 has shape {shapes[0]}, item "
+            f"{first} has shape {shapes[first]} ({len(odd)} of {len(shapes)} items differ from "
+            f"item 0). {name} takes images of one size as an array: resize them first (e.g. "
+            "with PIL.Image.resize or skimage.transform.resize), or save them as image files "
+            "and pass the paths, which are resized to image_size."
+        ) from None
+
+
+def _check_dtype_and_shape(name: str, X) -> None:
+    """Refuse, before scikit-learn's checks print the array, complex, date or
+    string pixels and arrays with no image or no pixel in them."""
+    # A DataFrame has a dtype per column; other array types may lack .kind.
+    dtypes = [X.dtype] if hasattr(X, "dtype") else list(getattr(X, "dtypes", []))
+    kinds = {getattr(dtype, "kind", "") for dtype in dtypes}
+    shape = tuple(X.shape)
+    shown = ", ".join(sorted({str(dtype) for dtype in dtypes}))
+    if "c" in kinds:
+        raise InputError(
+            f"Complex data not supported: X has complex pixel values (dtype {shown}, shape "
+            f"{shape}). {name} takes real numbers: pass the magnitude np.abs(X) or the real "
+            "part X.real."
+        )
+    if kinds & set("mMV"):
+        raise InputTypeError(
+            f"X has dtype {shown} (shape {shape}), not numbers; {name} takes pixel values "
+            "as numbers (uint8 0-255 or floats 0-1), or a 1-D list of file paths."
+        )
+    if kinds & set("US"):
+        raise InputError(
+            f"X is a {len(shape)}-D array of strings (dtype {shown}, shape {shape}); "
+            f"{name} takes pixel values as numbers, or a 1-D list of file paths. Convert it "
+            "with X.astype(float) if the strings hold numbers."
+        )
+    if shape[0] == 0:
+        raise InputError(f"{name} got X with 0 images (shape={shape}); pass at least one image.")
+    if len(shape) == 2 and shape[1] == 0:
+        raise InputError(
+            f"X has 0 feature(s) (shape={shape}) while a minimum of 1 is required: {name} "
+            "got flattened images of no pixels. Check how X was built."
+        )
+    if len(shape) in (3, 4) and 0 in shape[1:3]:
+        raise InputError(
+            f"{name} got images of zero height or width (X.shape={shape}); an image needs "
+            "at least 1x1 pixels. Check how X was built (an empty crop or slice?)."
+        )
+
+
+@contextmanager
+def _in_library_words(name: str):
+    """Re-raise scikit-learn's errors about ``X`` as :class:`InputError` (a
+    ``TypeError`` also as :class:`InputTypeError`), their text capped."""
+    try:
+        yield
+    except InputError:
+        raise
+    except TypeError as exc:
+        raise InputTypeError(
+            f"X holds items that are not numbers ({short_repr(str(exc), 200)}); {name} takes "
+            "images as arrays of numbers, or a 1-D list of file paths."
+        ) from None
+    except ValueError as exc:
+        text = str(exc)
+        if "is expecting" in text and "features" in text:
+            raise InputError(
+                f"{text} Pass images flattened as in fit (the same image size), or images "
+                "(n, h, w[, c]), which are resized to the network's input size."
+            ) from None
+        raise InputError(f"{name} cannot use X: {short_repr(text, 300)}") from None
 
 
 #: The largest float32; imgclf's networks compute in float32.
@@ -203,7 +305,15 @@ def check_targets(estimator, y, n_samples: int) -> np.ndarray:
         raise InputError(
             f"{name} requires y to be passed, but the target y is None. Pass one label per image."
         )
-    y = column_or_1d(y, warn=True)
+    _check_label_types(name, y)
+    try:
+        y = column_or_1d(y, warn=True)
+    except ValueError:
+        raise InputError(
+            f"y should be a 1-D array of labels, got one of shape {_safe_shape(y)}; {name} "
+            "takes one label per image. For one-hot labels pass y.argmax(axis=1); for a "
+            "column, y.ravel()."
+        ) from None
     if y.dtype == object:
         missing = [i for i, v in enumerate(y.tolist()) if _is_missing(v)]
         if missing:
@@ -213,13 +323,82 @@ def check_targets(estimator, y, n_samples: int) -> np.ndarray:
                 f"{name} needs one label per image. Drop the unlabelled images (and their "
                 "labels), or give them a label."
             )
-    check_classification_targets(y)
+    try:
+        check_classification_targets(y)
+    except ValueError:
+        raise InputError(_label_type_problem(name, y)) from None
     if len(y) != n_samples:
         raise InputError(
             f"X has {n_samples} samples but y has {len(y)} labels; {name} needs exactly one "
             "label per image."
         )
     return y
+
+
+def _safe_shape(value) -> tuple | str:
+    try:
+        return np.shape(value)
+    except (ValueError, TypeError):
+        return "ragged (its items have different lengths)"
+
+
+def label_kind(label) -> str | None:
+    """``"str"``, ``"number"`` (``bool`` included) or the type's name of one
+    label; ``None`` for a missing one."""
+    if _is_missing(label):
+        return None
+    if isinstance(label, (str, np.str_)):
+        return "str"
+    if isinstance(label, (numbers.Number, np.number, np.bool_)):
+        return "number"
+    return type(label).__name__
+
+
+def _check_label_types(name: str, y) -> None:
+    """Refuse labels of several types (``[1, "a"]``): NumPy would turn them
+    all into strings, and an object array cannot be sorted."""
+    if isinstance(y, (list, tuple)):
+        values = y
+    elif getattr(getattr(y, "dtype", None), "kind", "") == "O":
+        values = np.asarray(y).ravel().tolist()
+    else:
+        return  # an array of one dtype holds one type
+    seen = {}
+    for position, label in enumerate(values):
+        kind = label_kind(label)
+        if kind is not None and kind not in seen:
+            seen[kind] = (position, label)
+            if len(seen) == 2:
+                break
+    if len(seen) < 2:
+        return
+    (a, (i, u)), (b, (j, v)) = seen.items()
+    raise InputError(
+        f"y mixes label types: {a} (e.g. {short_repr(u, 40)} at position {i}) and {b} (e.g. "
+        f"{short_repr(v, 40)} at position {j}). {name} needs labels of one type, to sort them "
+        "and to predict labels of that type: convert them, e.g. [str(label) for label in y] "
+        "or y.astype(str)."
+    )
+
+
+def _label_type_problem(name: str, y: np.ndarray) -> str:
+    """The message for targets scikit-learn finds of an unknown type."""
+    kind = type_of_target(y)
+    if kind == "continuous":
+        values = np.asarray(y, dtype=float)
+        example = values[np.flatnonzero(values != np.round(values))[0]]
+        return (
+            f"Unknown label type: continuous. y holds numbers that are not whole (e.g. "
+            f"{example:g}); {name} is a classifier and needs a class label per image. If they "
+            "are class codes stored as floats, pass y.astype(int); to predict a quantity, "
+            "use a regressor."
+        )
+    example = y[0] if len(y) else None
+    return (
+        f"Unknown label type: {kind}. y holds {type(example).__name__} items (e.g. "
+        f"{short_repr(example, 40)}); {name} takes labels that are str, int or bool, one per "
+        "image."
+    )
 
 
 def _is_missing(label) -> bool:

@@ -8,6 +8,7 @@ with status 1, without a traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -49,19 +50,24 @@ def _labels(clf, proba):
 
 def _load_model(path):
     import imgclf
+    from imgclf.exceptions import PathNotFoundError
 
+    if not os.path.exists(path):
+        raise PathNotFoundError(f"No saved model at {path!r}; give the file 'imgclf train' wrote.")
     return imgclf.load(path)
 
 
 # ------------------------------------------------------------------ data
 def _parse_map(items) -> dict | None:
+    from .exceptions import InputError
+
     if not items:
         return None
     mapping = {}
     for item in items:
         code, sep, name = item.partition("=")
         if not sep or not code:
-            raise ValueError(f"--map {item!r}: expected CODE=NAME, e.g. --map eII='Elizabeth II'.")
+            raise InputError(f"--map {item!r}: expected CODE=NAME, e.g. --map eII='Elizabeth II'.")
         mapping[code] = name
     return mapping
 
@@ -69,13 +75,29 @@ def _parse_map(items) -> dict | None:
 def _load_data(args):
     """``(X, y)`` from DATA and the label-source options."""
     import imgclf
+    from imgclf.exceptions import InputError
 
     if args.map and args.prefix is None and args.pattern is None:
-        raise ValueError("--map renames file-name codes; use it with --prefix or --pattern.")
+        raise InputError("--map renames file-name codes; use it with --prefix or --pattern.")
+    if not args.csv and (args.delimiter or args.encoding):
+        raise InputError("--delimiter and --encoding describe the --csv file; give --csv FILE.")
     if args.csv:
-        return imgclf.load_csv(
-            args.csv, _column(args.path_column), _column(args.label_column), root=args.data
-        )
+        try:
+            return imgclf.load_csv(
+                args.csv,
+                _column(args.path_column),
+                _column(args.label_column),
+                root=args.data,
+                delimiter=_delimiter(args.delimiter),
+                encoding=args.encoding,
+            )
+        except InputError as exc:
+            if "delimiter=" not in str(exc) and "encoding=" not in str(exc):
+                raise
+            # The library's advice names Python arguments; say the flags too.
+            raise InputError(
+                f"{exc}\nOn the command line: --delimiter CHAR, --encoding NAME."
+            ) from exc
     if args.prefix is not None or args.pattern is not None:
         return imgclf.load_filenames(
             args.data,
@@ -84,6 +106,34 @@ def _load_data(args):
             mapping=_parse_map(args.map),
         )
     return imgclf.load_folder(args.data)
+
+
+def _delimiter(text) -> str:
+    """``--delimiter``: a character, or ``tab`` / ``\\t`` (a shell passes the
+    two characters) for a tab."""
+    if text is None:
+        return ","
+    return "\t" if text.lower() in ("tab", "\\t") else text
+
+
+def _as_model_labels(clf, y):
+    """Labels read from folder or file names are text; a model fitted in
+    Python may have numbers as classes (``[0, 1, 2]``): "0" is then 0."""
+    import numpy as np
+
+    from .exceptions import InputError
+
+    if clf.classes_.dtype.kind in "OUS":
+        return y
+    by_text = {str(label): label for label in clf.classes_.tolist()}
+    unknown = sorted(set(y.tolist()) - set(by_text))
+    if unknown:
+        raise InputError(
+            f"The labels {unknown[:10]} are not among the model's classes "
+            f"{clf.classes_.tolist()[:20]}, which are numbers: give the images' labels as those "
+            "numbers (the class folders or the CSV's label column)."
+        )
+    return np.asarray([by_text[label] for label in y.tolist()])
 
 
 def _column(value):
@@ -101,6 +151,7 @@ def _describe_data(y) -> str:
 
 def _image_files(inputs) -> list[str]:
     """Files as given, folders searched recursively for image files, in order."""
+    from .exceptions import InputError, PathNotFoundError
     from .scan import list_image_files
 
     files = []
@@ -108,12 +159,12 @@ def _image_files(inputs) -> list[str]:
         if os.path.isdir(item):
             found = list_image_files(item, recursive=True)
             if not found:
-                raise ValueError(f"No image files in the folder {item!r}.")
+                raise InputError(f"No image files in the folder {item!r}.")
             files += found
         elif os.path.exists(item):  # a FIFO or device too: the scan reports it
             files.append(item)
         else:
-            raise FileNotFoundError(f"No such file or folder: {item!r}.")
+            raise PathNotFoundError(f"No such file or folder: {item!r}.")
     return files
 
 
@@ -207,6 +258,7 @@ def _cmd_demo(args) -> int:
 
 def _estimator(args):
     import imgclf
+    from imgclf.exceptions import InputError
 
     common = {
         "epochs": args.epochs,
@@ -222,7 +274,7 @@ def _estimator(args):
     params.update(random_state=args.seed, verbose=0 if args.quiet else 1)
     if args.model == "cnn":
         if args.backbone or args.weights or args.fine_tune_epochs is not None:
-            raise ValueError(
+            raise InputError(
                 "--backbone, --weights and --fine-tune-epochs are for --model transfer."
             )
         return imgclf.CNNClassifier(**params)
@@ -245,8 +297,10 @@ def _cmd_train(args) -> int:
     except ValueError as exc:
         if "weights=" not in str(exc):
             raise
+        from .exceptions import InputError
+
         # The library's advice names Python arguments; say the flags too.
-        raise ValueError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc
+        raise InputError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc
     history = clf.history_
     n_epochs = len(history["loss"])
     if history.get("val_accuracy"):
@@ -309,6 +363,7 @@ def _cmd_evaluate(args) -> int:
 
     clf = _load_model(args.model)
     X, y = _load_data(args)
+    y = _as_model_labels(clf, y)
     print(f"Evaluating on {_describe_data(y)}.", flush=True)
     unknown = sorted(set(np.unique(y).tolist()) - set(clf.classes_.tolist()))
     if unknown:
@@ -365,6 +420,14 @@ def _data_options(parser) -> None:
         "--path-column", metavar="COL", help="CSV column of the paths (name or 0-based position)"
     )
     parser.add_argument("--label-column", metavar="COL", help="CSV column of the labels")
+    parser.add_argument(
+        "--delimiter", metavar="CHAR", help="CSV column separator (default ','), e.g. ';'"
+    )
+    parser.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="CSV text encoding (default UTF-8, or UTF-16 with a byte-order mark), e.g. latin-1",
+    )
     parser.add_argument(
         "--map",
         metavar="CODE=NAME",
@@ -533,6 +596,41 @@ def _start_tensorflow_quietly() -> None:
             os.close(saved)
 
 
+@contextlib.contextmanager
+def _decoder_lines_hidden():
+    """Keep what C libraries write straight to file descriptor 2 (libtiff's
+    "LZWDecode: Not enough data...", libjpeg's "Unsupported marker", TensorFlow's
+    C++ logging) out of the command's output, and Pillow's warnings about the
+    files it reads ("Truncated File Read"): the files they are about are
+    reported once, by name, as files left out. Python's own ``sys.stderr``
+    (warnings, errors, the progress bar) still reaches the terminal."""
+    sys.stderr.flush()
+    try:
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a test, or closed
+        python_on_fd2 = False
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    stream = sys.stderr
+    if python_on_fd2:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        sys.stderr = open(  # noqa: SIM115 - closed below
+            os.dup(saved), "w", buffering=1, encoding=encoding, errors="backslashreplace"
+        )
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"PIL\.")
+            yield
+    finally:
+        if python_on_fd2:
+            sys.stderr.close()
+            sys.stderr = stream
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"imgclf: warning: {message}", file=sys.stderr)
 
@@ -543,9 +641,11 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # no file:line noise for a user
-            if not getattr(args, "debug", False):
-                _start_tensorflow_quietly()
-            return args.func(args)
+            if getattr(args, "debug", False):
+                return args.func(args)
+            _start_tensorflow_quietly()
+            with _decoder_lines_hidden():
+                return args.func(args)
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)
         return 130

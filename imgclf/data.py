@@ -9,6 +9,7 @@ decoder reads; bad ones left out or rejected) and builds the arrays.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -16,9 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._files import FileRefusedError, open_text
+from ._files import FileRefusedError, open_binary
 from ._params import did_you_mean
-from .exceptions import InputError
+from ._pathargs import as_path, short_repr
+from .exceptions import InputError, InputTypeError, PathNotFoundError
 from .scan import IMAGE_EXTENSIONS, check_on_bad_file, list_image_files, screen
 
 _LIST_AT_MOST = 20
@@ -33,9 +35,9 @@ def _subfolders(folder: str) -> list[str]:
 
 
 def _check_root(root, what: str) -> str:
-    root = os.fspath(root)
+    root = as_path(root, f"{what}: root")
     if not os.path.exists(root):
-        raise InputError(f"{what}: {root!r} does not exist.")
+        raise PathNotFoundError(f"{what}: {root!r} does not exist; check the path.")
     if not os.path.isdir(root):
         raise InputError(f"{what}: {root!r} is a file, not a folder.")
     return root
@@ -141,7 +143,7 @@ def _pick_column(header: list[str], given, known: tuple, fallback: int, role: st
         if given not in header:
             raise InputError(
                 f"load_csv: {role}={given!r} is not a column of {path!r}"
-                f"{did_you_mean(str(given), header)}; its columns are {header}."
+                f"{did_you_mean(str(given), header)}; its columns are {short_repr(header, 300)}."
             )
         return header.index(given)
     lowered = [h.strip().lower() for h in header]
@@ -159,6 +161,8 @@ def load_csv(
     root=None,
     missing: str = "error",
     on_bad_file: str = "skip",
+    delimiter: str = ",",
+    encoding: str | None = None,
 ):
     """Images listed in a CSV manifest, one row per image.
 
@@ -182,6 +186,14 @@ def load_csv(
         leaves them out with a warning.
     on_bad_file : {"skip", "error"}, default="skip"
         Files that exist but cannot be used; see :func:`load_folder`.
+    delimiter : str, default=","
+        The character between columns: ``";"`` for the CSV files a
+        spreadsheet writes under a locale with a decimal comma, ``"\\t"``
+        for tab-separated text.
+    encoding : str, optional
+        The file's text encoding, e.g. ``"latin-1"`` or ``"cp1252"``. By
+        default UTF-8, or UTF-16 / UTF-32 when the file starts with their
+        byte-order mark (spreadsheets' "Unicode text").
 
     Returns
     -------
@@ -203,28 +215,39 @@ def load_csv(
     >>> os.path.basename(X[0]), str(y[0])
     ('a.png', 'cat')
     """
-    import csv
-
     check_on_bad_file(on_bad_file)
     if missing not in ("error", "skip"):
         raise InputError(f"load_csv: missing={missing!r}: expected 'error' or 'skip'.")
-    path = os.fspath(path)
+    path = as_path(path, "load_csv: path")
+    if not os.path.exists(path):
+        raise PathNotFoundError(f"load_csv: {path!r} does not exist; check the path.")
     if not os.path.isfile(path):
-        raise InputError(f"load_csv: {path!r} does not exist or is not a file.")
-    base = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
-    try:  # a regular file only (a FIFO would block), of a bounded size
-        f = open_text(path, MAX_CSV_BYTES, newline="", encoding="utf-8-sig")
-    except FileRefusedError as exc:
-        raise InputError(f"load_csv: {path!r} {exc.problem}; expected a CSV file.") from None
-    with f:
-        rows = list(csv.reader(f))
+        raise InputError(f"load_csv: {path!r} is not a file; give the path of the CSV file.")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise InputError(
+            f"load_csv: delimiter={short_repr(delimiter)}: expected one character, such as "
+            "',' (the default), ';' or '\\t'."
+        )
+    base = (
+        as_path(root, "load_csv: root")
+        if root is not None
+        else os.path.dirname(os.path.abspath(path))
+    )
+    rows = _read_rows(path, delimiter, encoding)
     if not rows:
         raise InputError(f"load_csv: {path!r} is empty; expected a header and one row per image.")
     header = rows[0]
     if len(header) < 2:
+        found = [c for c in (";", "\t", "|", ",") if c != delimiter and c in header[0]]
+        hint = (
+            f" Its header holds {found[0]!r}: pass delimiter={found[0]!r} if that separates "
+            "its columns."
+            if found
+            else ""
+        )
         raise InputError(
-            f"load_csv: {path!r} has {len(header)} column ({header}); it needs a path column "
-            "and a label column."
+            f"load_csv: {path!r} has {len(header)} column ({short_repr(header, 120)}) with "
+            f"delimiter={delimiter!r}; it needs a path column and a label column.{hint}"
         )
     pcol = _pick_column(header, path_column, _PATH_COLUMNS, 0, "path_column", path)
     default_label = 1 if pcol == 0 else 0
@@ -262,6 +285,69 @@ def load_csv(
             )
         warnings.warn(message, UserWarning, stacklevel=2)
     return _finish(paths, labels, on_bad_file=on_bad_file, source=f"load_csv({path!r})")
+
+
+#: Byte-order marks and the encoding each announces (UTF-32 before UTF-16:
+#: the little-endian UTF-32 mark starts with UTF-16's).
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str]]:
+    """The rows of the CSV file at ``path``, decoded as ``encoding`` (by
+    default UTF-8, or what a byte-order mark announces)."""
+    import codecs
+    import csv
+
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except (LookupError, TypeError):
+            raise InputError(
+                f"load_csv: encoding={short_repr(encoding)} is not a text encoding Python "
+                "knows; e.g. 'utf-8', 'latin-1', 'cp1252', 'utf-16'."
+            ) from None
+    try:  # a regular file only (a FIFO would block), of a bounded size
+        f = open_binary(path, MAX_CSV_BYTES)
+    except FileRefusedError as exc:
+        raise InputError(f"load_csv: {path!r} {exc.problem}; expected a CSV file.") from None
+    with f:
+        data = f.read(4096)  # a binary file is refused before it is read whole
+        if encoding is None:
+            encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+            if encoding == "utf-8" and b"\x00" in data:
+                raise InputError(
+                    f"load_csv: {path!r} is not a text file (it holds NUL bytes: a binary "
+                    "file, or text in UTF-16 without a byte-order mark). Give the CSV "
+                    "manifest, saved as UTF-8, or pass encoding='utf-16-le' if it is UTF-16 "
+                    "text."
+                )
+        data += f.read()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"load_csv: {path!r} is not valid {encoding} text: byte {exc.start} (line {line}) is "
+            f"{data[exc.start : exc.start + 1]!r}. Save it as UTF-8 (a spreadsheet's 'CSV "
+            "UTF-8'), or pass encoding= the one it was written in, e.g. encoding='latin-1' or "
+            "'cp1252' (Windows)."
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise InputError(
+            f"load_csv: {path!r} cannot be read as CSV at line {reader.line_num}: {exc}. "
+            "Check that line (an unclosed quote makes one huge field), or the delimiter."
+        ) from None
 
 
 def load_filenames(
@@ -333,6 +419,16 @@ def load_filenames(
     ):
         raise InputError(f"load_filenames: prefix_length={prefix_length!r}: expected an int >= 1.")
     regex = None
+    if pattern is not None and not isinstance(pattern, (str, re.Pattern)):
+        raise InputTypeError(
+            f"load_filenames: pattern={short_repr(pattern)} ({type(pattern).__name__}): "
+            r"expected a regular expression as a str, e.g. r'^([a-z]+)_\d+'."
+        )
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise InputTypeError(
+            f"load_filenames: mapping={short_repr(mapping)} ({type(mapping).__name__}): "
+            "expected a dict from codes to labels, e.g. {'eII': 'Elizabeth II'}."
+        )
     if pattern is not None:
         try:
             regex = re.compile(pattern)

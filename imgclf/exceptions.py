@@ -10,6 +10,8 @@ __all__ = [
     "NotFittedError",
     "ImageFileError",
     "InputError",
+    "InputTypeError",
+    "PathNotFoundError",
     "ModelFileError",
     "InconsistentVersionWarning",
     "UnsavedParameterWarning",
@@ -19,6 +21,17 @@ __all__ = [
 
 class InputError(ValueError):
     """``X``, ``y`` or a parameter cannot be used; the message says why and the fix."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument is of a type imgclf cannot use (``None`` or a number for a
+    path, items of ``X`` that are not numbers); also a ``TypeError``, which
+    the same call raised before imgclf checked it."""
+
+
+class PathNotFoundError(InputError, FileNotFoundError):
+    """A file or folder given does not exist, or the folder a file is to be
+    written in; the message names it. Also a ``FileNotFoundError``."""
 
 
 class ImageFileError(InputError):

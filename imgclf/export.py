@@ -20,8 +20,9 @@ import tempfile
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import get_keras, get_tf
+from ._pathargs import as_path
 from .devices import plain_model
-from .exceptions import InputError
+from .exceptions import InputError, PathNotFoundError
 
 #: Accepted ``format`` values, with the file name each is usually given.
 FORMATS = {"saved_model": "a folder, e.g. 'model/'", "tflite": "a file, e.g. 'model.tflite'"}
@@ -79,11 +80,11 @@ def export(estimator, path, format: str = "saved_model") -> str:
             + ", ".join(f"{name!r} ({where})" for name, where in FORMATS.items())
             + "."
         )
-    path = os.fspath(path)
+    path = as_path(path, "export: path")
     target = os.path.abspath(path)
     folder = os.path.dirname(target) or "."
     if not os.path.isdir(folder):
-        raise FileNotFoundError(
+        raise PathNotFoundError(
             f"Cannot export to {path!r}: the folder {folder!r} does not exist. Create it first."
         )
     if format == "tflite" and os.path.isdir(target):

@@ -24,11 +24,13 @@ import weakref
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from . import decode
 from ._backend import get_tf
-from ._validation import Images, check_images, check_predict_range
+from ._pathargs import short_repr
+from ._validation import Images, check_images, check_predict_range, check_targets, label_kind
 from .exceptions import InputError
 
 #: Array inputs of up to this many images take the traced call instead of
@@ -284,6 +286,54 @@ class PredictMixin:
         if found:
             raise InputError(f"{type(self).__name__} got an invalid parameter: {found}")
         return tta_views(tta, self.image_size_, flip)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy: the fraction of images in ``X`` predicted as their ``y``.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes; every file must be readable.
+        y : array-like of shape (n,)
+            The true labels, of the type of ``classes_``.
+        sample_weight : array-like of shape (n,), optional
+            Weights of the images in the mean.
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.InputError
+            For ``y`` of another length than ``X``, not one label per image,
+            of mixed types or of another type than ``classes_`` (strings
+            against numbers), or ``sample_weight`` of another length.
+        """
+        check_is_fitted(self)
+        name = type(self).__name__
+        images = self._check_predict_images(X)
+        y = check_targets(self, y, len(images))
+        given, fitted = label_kind(y[0]), label_kind(self.classes_[0])
+        if "str" in (given, fitted) and given != fitted:
+            raise InputError(
+                f"{name}.score: y holds {given} labels (e.g. {y[0]!r}) but the classes "
+                f"the model was fitted on are {fitted} ({short_repr(self.classes_.tolist(), 60)}); "
+                "every image would count as wrong. Give y in the classes' type, e.g. "
+                f"y.astype({self.classes_.dtype.name!r})."
+            )
+        if sample_weight is not None and np.shape(sample_weight) != (len(y),):
+            raise InputError(
+                f"{name}.score: sample_weight has shape {np.shape(sample_weight)}, but X has "
+                f"{len(y)} images; give one weight per image."
+            )
+        pred = self.classes_[np.argmax(self._proba(images, self._tta_views()), axis=1)]
+        try:
+            return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name}.score: {short_repr(str(exc), 300)}") from None
 
     def predict(self, X) -> np.ndarray:
         """Predicted class labels.

@@ -36,6 +36,7 @@ import joblib
 import numpy as np
 
 from ._backend import get_keras, get_tf
+from ._pathargs import check_output_file
 from ._values import BadValue, Encoder, UnsafeValue, decoder
 from .devices import is_strategy
 from .exceptions import InconsistentVersionWarning, ModelFileError, UnsavedParameterWarning
@@ -216,7 +217,7 @@ def save(estimator, path) -> None:
     ``augment`` layers of ``keras.layers`` are stored as their Keras config, a
     ``RandomState`` as its state.
     """
-    path = os.fspath(path)
+    path = check_output_file(path, f"{type(estimator).__name__}.save: path")
     manifest, arrays, network = _contents(estimator)
     atomic_write(path, lambda f: _write(f, manifest, arrays, network))
 
