@@ -176,8 +176,11 @@ class FitRun:
             if meta["stage"] > 1:
                 shapes["start"] = whole
             arrays = read_arrays(self.path, identity, shapes)
-        except Unusable as exc:
-            warnings.warn(self._discard(str(exc)), UserWarning, stacklevel=2)
+        except (Unusable, TypeError, ValueError, KeyError, IndexError) as exc:
+            # check_meta raises Unusable; the others are a safety net that
+            # still names what was wrong.
+            reason = str(exc) if isinstance(exc, Unusable) else f"{type(exc).__name__}: {exc}"
+            warnings.warn(self._discard(reason), UserWarning, stacklevel=2)
             return
         self.resume = (meta, arrays)
         self.written = identity
