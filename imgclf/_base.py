@@ -13,6 +13,7 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from functools import partial
@@ -217,6 +218,11 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         through :meth:`_run_stage`."""
         return self._run_stage(model, data, epochs=self.epochs_, learning_rate=self.learning_rate)
 
+    def _stage_plan(self) -> list[tuple[int, float]]:
+        """Each training stage's ``(epochs, learning_rate)``, as :meth:`_train`
+        runs them (a checkpoint is checked against it)."""
+        return [(self.epochs_, self.learning_rate)]
+
     # --------------------------------------------------------------- sklearn
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -329,13 +335,16 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
     def _fit(self, X, y):
         """The steps of :meth:`fit`, in order."""
         check_params(self)
+        self.__dict__["_fit_run"].check_path()
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images, y = self._check_data(X, y, reset=not warm)
         self._open_checkpoint(images, y)
         classes, y_enc = self._encode_labels(y, warm)
         self._set_input_spec(images, warm)
         # A resumed fit keeps its first seed: the same hold-out, the same weights.
-        seed = self.__dict__["_fit_run"].seed_for(resolve_seed(self.random_state))
+        seed = self.__dict__["_fit_run"].seed_for(
+            resolve_seed(self.random_state), fixed=isinstance(self.random_state, numbers.Integral)
+        )
         if not warm:
             self._release_network()
         started = time.perf_counter()
@@ -345,6 +354,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             if not warm:
                 self.model_ = self._build_model(len(classes), seed)
             self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
+            self.__dict__["_fit_run"].plan = self._stage_plan()
             self.classes_ = classes
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
                 data = self._training_data(images, y_enc, train, val, seed)

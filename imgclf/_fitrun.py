@@ -19,14 +19,23 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 
 import numpy as np
 
 from ._backend import get_keras
-from ._checkpoint import read as read_checkpoint
-from ._checkpoint import remove as remove_checkpoint
+from ._checkpoint import (
+    Unusable,
+    check_meta,
+    check_seed,
+    path_problem,
+    read_arrays,
+    read_meta,
+    remove_if_same,
+    set_aside,
+)
 from ._checkpoint import write as write_checkpoint
-from .exceptions import TrainingError
+from .exceptions import InputError, TrainingError
 
 #: A fit whose kept loss is no better than guessing (``log(n_classes)``) after
 #: some epoch's training loss exceeded this many times that has diverged:
@@ -71,43 +80,116 @@ class FitRun:
         self.network = None  # the whole network (a stage may train only its head)
         self.start = None  # the network's weights when the current stage began
         self.fingerprints: dict = {}
-        self.resume = None  # (meta, arrays) of the checkpoint this fit resumes from
+        # (meta, identity) of the checkpoint this fit may resume from, then
+        # (meta, arrays) once checked whole by the first stage.
+        self.resume = None
+        self.plan: list[tuple[int, float]] = []  # each stage's (epochs, learning_rate)
+        self.written = None  # the identity of the file the fit wrote or resumed from
+        self.written_path = self.path
 
     # ----------------------------------------------------------- checkpoint
+    def check_path(self) -> None:
+        """Refuse, before anything else, a ``checkpoint`` that cannot be a file."""
+        if self.path is None:
+            return
+        problem = path_problem(self.path)
+        if problem is not None:
+            example = os.path.join(self.path, "fit.ckpt") if os.path.isdir(self.path) else None
+            fix = f"e.g. checkpoint={example!r}" if example else "one that is not there yet"
+            raise InputError(
+                f"{self.estimator}: checkpoint={self.path!r} cannot be used: {problem}. "
+                f"checkpoint is the file a fit saves its progress to: pass a file path ({fix})."
+            )
+
     def open_checkpoint(self, params_fingerprint: str, data_fingerprint: str) -> str | None:
         """Decide whether to resume from the checkpoint file; returns a warning's
-        text when a file is there but cannot be resumed from."""
+        text when a file is there but cannot be resumed from. Only its header
+        is read here; the whole file is checked against the network before
+        the first stage (:meth:`start_stage`)."""
         if self.path is None:
             return None
         self.fingerprints = {"params": params_fingerprint, "data": data_fingerprint}
-        if not os.path.exists(self.path):
+        if not os.path.lexists(self.path):
             return None
-        found = read_checkpoint(self.path)
-        if isinstance(found, str):
-            reason = found
-        elif found[0].get("params") != params_fingerprint:
+        try:
+            meta, identity = read_meta(self.path)
+        except Unusable as exc:
+            return self._discard(str(exc))
+        if meta.get("params") != params_fingerprint:
             reason = "it was written by a fit with other parameters"
-        elif found[0].get("data") != data_fingerprint:
+        elif meta.get("data") != data_fingerprint:
             reason = "it was written by a fit on other data (X or y differ)"
         else:
-            self.resume = found
-            meta = found[0]
-            self.history = {k: list(v) for k, v in meta["history"].items()}
-            self.epochs = meta["epochs"]
+            self.resume = (meta, identity)
             return None
+        # An imgclf checkpoint of another fit: the library's own file, replaced.
         return (
             f"{self.estimator}: not resuming from checkpoint={self.path!r}: {reason}. "
             "Training from the start; the file is replaced at the end of the first epoch."
         )
 
-    def seed_for(self, seed: int) -> int:
-        """The fit's seed: the checkpoint's when resuming, else ``seed``."""
+    def _discard(self, reason: str) -> str:
+        """Set aside an unusable checkpoint file (never deleted: it may not be
+        the library's) and forget it; returns the warning's text."""
+        self.resume, self.written = None, None
+        self.history, self.epochs = {}, 0
+        try:
+            moved = f"it was renamed to {set_aside(self.path)!r}"
+            then = "the new one is written at the end of the first epoch"
+        except OSError as exc:
+            moved = f"it could not be renamed ({type(exc).__name__}: {exc}) and is left as it is"
+            then = "this fit writes no checkpoint"
+            self.path = None
+        return (
+            f"{self.estimator}: checkpoint={self.written_path!r} cannot be resumed from: "
+            f"{reason}. {moved[0].upper()}{moved[1:]}; training from the start ({then})."
+        )
+
+    def seed_for(self, seed: int, *, fixed: bool = False) -> int:
+        """The fit's seed: the checkpoint's when resuming, else ``seed``; with
+        ``fixed`` (an integer ``random_state``) they must be the same."""
         if self.resume is not None:
-            seed = int(self.resume[0]["seed"])
+            try:
+                found = check_seed(self.resume[0])
+                if fixed and found != seed:
+                    raise Unusable(f"its seed is not random_state's ({seed})")
+                seed = found
+            except Unusable as exc:
+                warnings.warn(self._discard(str(exc)), UserWarning, stacklevel=3)
         self.fingerprints["seed"] = seed
         return seed
 
+    def _load_resume(self, model, callbacks: list) -> None:
+        """Check the whole checkpoint against this fit (its stages, callbacks
+        and network) and load its weights, or set it aside and start afresh."""
+        meta, identity = self.resume
+        # Some fields are made by the callback's on_train_begin, yet to run.
+        states = {
+            type(cb).__name__: set(_CALLBACK_FIELDS)
+            for cb in callbacks
+            if type(cb).__name__ in _STATEFUL
+        }
+        try:
+            check_meta(meta, self.plan, states)
+            whole = _shapes(self.network)
+            shapes = {"latest": whole, "kept": whole if meta["stage"] > 1 else _shapes(model)}
+            if meta["stage"] > 1:
+                shapes["start"] = whole
+            arrays = read_arrays(self.path, identity, shapes)
+        except (Unusable, TypeError, ValueError, KeyError, IndexError) as exc:
+            # check_meta raises Unusable; the others are a safety net that
+            # still names what was wrong.
+            reason = str(exc) if isinstance(exc, Unusable) else f"{type(exc).__name__}: {exc}"
+            warnings.warn(self._discard(reason), UserWarning, stacklevel=2)
+            return
+        self.resume = (meta, arrays)
+        self.written = identity
+        self.history = {k: list(v) for k, v in meta["history"].items()}
+        self.epochs = meta["epochs"]
+
     def _write(self, model, callbacks, *, complete: bool) -> None:
+        if self.path is None:
+            return
         meta = {
             **self.fingerprints,
             "stage": self.stage,
@@ -124,13 +206,24 @@ class FitRun:
             arrays["kept"] = self.kept[1]
         if self.start is not None:
             arrays["start"] = self.start
-        write_checkpoint(self.path, meta, arrays)
+        try:
+            self.written = write_checkpoint(self.path, meta, arrays)
+        except OSError as exc:
+            # Training goes on: losing the fit to a full disk would be worse.
+            warnings.warn(
+                f"{self.estimator}: checkpoint={self.path!r} could not be written "
+                f"({type(exc).__name__}: {exc}); training goes on without it.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.path = None
 
     def finished(self) -> None:
         """The fit ended normally: its checkpoint has served (as Keras's
-        ``BackupAndRestore`` does, the file goes)."""
-        if self.path is not None:
-            remove_checkpoint(self.path)
+        ``BackupAndRestore`` does, the file goes, if it is still the one this
+        fit wrote or resumed from)."""
+        if self.written is not None:
+            remove_if_same(self.written_path, self.written)
 
     # --------------------------------------------------------------- stages
     def start_stage(self, model, monitor: str, callbacks: list):
@@ -151,6 +244,8 @@ class FitRun:
         if self.path is not None and self.stage > 1:
             self.start = self.network.get_weights()
         recorder = _recorder_class()(self, monitor, callbacks)
+        if self.resume is not None and self.stage == 1:
+            self._load_resume(model, callbacks)
         if self.resume is None:
             return recorder, 0, {}
         meta, arrays = self.resume
@@ -205,12 +300,10 @@ class FitRun:
         if self.kept is None or improved or not (self.keep_best and watched):
             self.kept = (model, model.get_weights())
             self.best_epoch = self.epochs
-        if self.path is not None:
-            self._write(model, callbacks, complete=False)
+        self._write(model, callbacks, complete=False)
 
     def stage_ended(self, model, callbacks: list) -> None:
-        if self.path is not None:
-            self._write(model, callbacks, complete=True)
+        self._write(model, callbacks, complete=True)
 
     def restore_kept(self) -> None:
         """Put the kept weights back (training stopped mid-epoch)."""
@@ -244,16 +337,31 @@ def _stage_history(history: dict, stage: int) -> dict:
 
 
 # The state of the schedule and early-stopping callbacks a resumed stage carries on.
+_STATEFUL = ("EarlyStopping", "ReduceLROnPlateau")
 _CALLBACK_FIELDS = ("wait", "best", "best_epoch", "cooldown_counter")
+
+
+def _shapes(model) -> list[tuple[tuple, np.dtype]]:
+    return [(tuple(w.shape), np.dtype(w.dtype)) for w in model.get_weights()]
+
+
+def _number(value) -> float | None:
+    """A callback field as a finite float, or None for "not set yet": Keras
+    starts ``best`` at None (early stopping keeps it so until the first epoch
+    it watches, ``start_from_epoch``), older versions at an infinity."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _callback_state(callbacks: list, model) -> dict:
     state = {}
     for cb in callbacks:
         name = type(cb).__name__
-        if name in ("EarlyStopping", "ReduceLROnPlateau"):
-            fields = {k: float(getattr(cb, k)) for k in _CALLBACK_FIELDS if hasattr(cb, k)}
-            state[name] = {k: (v if math.isfinite(v) else None) for k, v in fields.items()}
+        if name in _STATEFUL:
+            state[name] = {k: _number(getattr(cb, k)) for k in _CALLBACK_FIELDS if hasattr(cb, k)}
     state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
     return state
 
@@ -264,9 +372,9 @@ def _restore_callback_state(callbacks: list, model, state: dict, kept) -> None:
         if fields is None:
             continue
         for key, value in fields.items():
-            if value is None:
-                value = math.inf if key == "best" else 0
-            setattr(cb, key, value if key == "best" else int(value))
+            # "Not set yet" leaves the value the callback's own on_train_begin gave it.
+            if value is not None:
+                setattr(cb, key, float(value) if key == "best" else int(value))
         if type(cb).__name__ == "EarlyStopping" and kept is not None:
             cb.best_weights = kept
     model.optimizer.learning_rate = state["learning_rate"]

@@ -115,9 +115,13 @@ class CNNClassifier(BaseImageClassifier):
         (atomically). A ``fit`` that finds the file written for the same
         parameters (``callbacks`` and ``verbose`` aside) and the same data
         resumes from it: ``history_`` continues and the epochs already done
-        count toward ``epochs``. Any other file is replaced, with a warning.
-        The file is removed when ``fit`` ends normally. See "Resuming a long
-        fit" in the training guide.
+        count toward ``epochs``. Another fit's checkpoint is replaced, with a
+        warning; a file that is not a usable imgclf checkpoint (damaged,
+        edited, inconsistent with the network) is renamed to
+        ``<checkpoint>.bad-<n>``, with a warning, and the fit starts afresh.
+        A directory or another file that is not a regular one is refused.
+        The file is removed when ``fit`` ends normally, if it is still the
+        one the fit wrote. See "Resuming a long fit" in the training guide.
     precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}, default="auto"
         Keras mixed precision for this estimator's network: its layers compute
         in float16 or bfloat16 and keep float32 weights, except the classifier

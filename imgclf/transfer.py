@@ -136,9 +136,13 @@ class TransferClassifier(BaseImageClassifier):
         (atomically). A ``fit`` that finds the file written for the same
         parameters (``callbacks`` and ``verbose`` aside) and the same data
         resumes from it: ``history_`` continues and the epochs already done
-        count toward ``epochs``. Any other file is replaced, with a warning.
-        The file is removed when ``fit`` ends normally. See "Resuming a long
-        fit" in the training guide.
+        count toward ``epochs``. Another fit's checkpoint is replaced, with a
+        warning; a file that is not a usable imgclf checkpoint (damaged,
+        edited, inconsistent with the network) is renamed to
+        ``<checkpoint>.bad-<n>``, with a warning, and the fit starts afresh.
+        A directory or another file that is not a regular one is refused.
+        The file is removed when ``fit`` ends normally, if it is still the
+        one the fit wrote. See "Resuming a long fit" in the training guide.
     precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}, default="auto"
         Keras mixed precision for this estimator's network: its layers compute
         in float16 or bfloat16 and keep float32 weights, except the classifier
@@ -613,7 +617,7 @@ class TransferClassifier(BaseImageClassifier):
             model,
             data or self._image_data(samples),
             epochs=self.fine_tune_epochs,
-            learning_rate=self.fine_tune_learning_rate or self.learning_rate / 10,
+            learning_rate=self._stage_plan()[1][1],
         )
         if (
             self.early_stopping
@@ -628,6 +632,14 @@ class TransferClassifier(BaseImageClassifier):
             history.setdefault(key, []).extend(values)
         history["stage"].extend([2.0] * len(tuned["loss"]))
         return history
+
+    def _stage_plan(self) -> list[tuple[int, float]]:
+        """The frozen stage, then the fine-tune stage (if any)."""
+        plan = [(self.epochs_, self.learning_rate)]
+        if self.fine_tune_epochs:
+            rate = self.fine_tune_learning_rate or self.learning_rate / 10
+            plan.append((self.fine_tune_epochs, rate))
+        return plan
 
     def _sweep_stage(self, model, samples: _Samples):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's

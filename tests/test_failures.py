@@ -363,5 +363,5 @@ def test_checkpoint_for_other_parameters_or_data_starts_afresh(ten_and_five, tmp
         clf = CNNClassifier(**params).fit(X5[:-1], y5[:-1])
     assert len(clf.history_["loss"]) == 3 and len(record) == 1
     path.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning, match="cannot be read as an imgclf checkpoint"):
+    with pytest.warns(UserWarning, match="cannot be resumed from: it is not a zip archive"):
         CNNClassifier(**{**params, "epochs": 1}).fit(X5, y5)
