@@ -63,7 +63,7 @@ from ._validation import (
     image_size_tuple,
 )
 from ._vectorfit import fit_vectors, takes_vectors
-from .augment import PRESETS, augmentation_layers
+from .augment import PRESETS, augment_problem, augmentation_layers
 from .devices import (
     PRECISIONS,
     global_batch,
@@ -135,6 +135,7 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
             NONE,
             Options(*PRESETS),
             Instance(dict, list, tuple, text="a dict or a list of Keras layers"),
+            check=augment_problem,
             suggest=tuple(PRESETS),
         ),
         "early_stopping": param(BOOLEAN),
@@ -300,6 +301,7 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
         """
         for message in self._deprecations():
             warnings.warn(message, FutureWarning, stacklevel=2)
+        check_params(self)  # first: the fit's run below reads checkpoint
         params = self.get_params(deep=False)
         before = snapshot(self, params)
         run = FitRun(
@@ -327,8 +329,7 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
         return self
 
     def _fit(self, X, y):
-        """The steps of :meth:`fit`, in order."""
-        check_params(self)
+        """The steps of :meth:`fit`, in order (after :func:`check_params`)."""
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images, y = self._check_data(X, y, reset=not warm)
         self._open_checkpoint(images, y)

@@ -14,7 +14,7 @@ from PIL import Image
 from imgclf import CNNClassifier, decode, pipeline, scan
 from imgclf._backend import get_tf
 from imgclf._validation import Images
-from imgclf.exceptions import ImageFileError, InputError
+from imgclf.exceptions import ImageFileError
 
 FAST = dict(epochs=2, batch_size=16, filters=4, random_state=0, validation_fraction=0.0)
 FAST1 = dict(FAST, epochs=1)
@@ -432,13 +432,6 @@ def test_file_broken_behind_the_scan_cache_raises_naming_it(fitted_on_paths, tmp
     # Forgotten by the cache: the next call refuses it before predicting.
     with pytest.raises(ImageFileError, match="cannot be used"):
         clf.predict([victim])
-
-
-def test_invalid_on_bad_file_and_cache_are_parameter_errors(stripes):
-    paths, y = stripes
-    with pytest.raises(InputError) as err:
-        CNNClassifier(on_bad_file="ignore", cache=3).fit(paths, y)
-    assert "on_bad_file='ignore'" in str(err.value) and "cache=3" in str(err.value)
 
 
 # --------------------------------------------------------- fitting on paths

@@ -338,16 +338,6 @@ def test_auto_precision_picks_float16_only_on_tensor_core_gpus(monkeypatch):
 
 
 # ------------------------------------------------------------- distribute
-def test_bad_precision_and_distribute_are_listed_with_the_fix(small_digits):
-    X, y = small_digits
-    with pytest.raises(InputError) as err:
-        CNNClassifier(precision="float16", distribute="mirrored").fit(X, y)
-    message = str(err.value)
-    assert "1. precision='float16'" in message and "'mixed_float16'" in message
-    assert "2. distribute='mirrored': expected None (one device), 'auto'" in message
-    assert "tf.distribute.Strategy" in message
-
-
 def test_a_strategy_over_missing_devices_is_refused_naming_them(small_digits):
     tf = get_tf()
     strategy = tf.distribute.MirroredStrategy(["/gpu:6", "/gpu:7"])
