@@ -439,14 +439,14 @@ def test_file_broken_behind_the_scan_cache_raises_naming_it(fitted_on_paths, tmp
 def fitted_on_paths(stripes):
     paths, y = stripes
     clf = CNNClassifier(epochs=12, batch_size=8, filters=8, image_size=16, random_state=0)
-    return clf.fit(paths, y), paths, y
+    return clf.fit(paths[:32], y[:32]), paths, y  # the last 8 files are never seen
 
 
 def test_learns_from_paths_with_unicode_spaces_and_mixed_sizes(fitted_on_paths):
     clf, paths, y = fitted_on_paths
     assert clf.n_channels_ == 3 and clf.image_size_ == (16, 16)
     assert clf.input_range_ == (0.0, 255.0)
-    assert clf.score(paths, y) >= 0.9
+    assert clf.score(paths[32:], y[32:]) >= 7 / 8
 
 
 @pytest.mark.parametrize("container", ["list", "ndarray", "series"])
