@@ -27,6 +27,12 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def numbered(problems) -> str:
+    """``problems`` one a line, indented and numbered from 1: the body of an
+    error that lists every bad parameter or argument at once."""
+    return "\n".join(f"  {i}. {problem}" for i, problem in enumerate(problems, 1))
+
+
 def is_int(value, low=None) -> bool:
     """An integer (not a bool) of at least ``low``."""
     return (
@@ -196,5 +202,4 @@ def check_params(estimator) -> None:
     if not errors:
         errors.extend(estimator._check_params_together())
     if errors:
-        lines = "\n".join(f"  {i}. {e}" for i, e in enumerate(errors, 1))
-        raise InputError(f"{type(estimator).__name__} got invalid parameters:\n{lines}")
+        raise InputError(f"{type(estimator).__name__} got invalid parameters:\n{numbered(errors)}")
