@@ -218,6 +218,7 @@ def test_class_weight(small_digits, cw):
     assert clf.predict(X).shape == y.shape
 
 
+@pytest.mark.slow
 def test_class_weight_moves_predictions(small_digits):
     X, y = small_digits
     params = {**FAST, "epochs": 6, "early_stopping": False}

@@ -519,6 +519,7 @@ def test_cache_gives_the_same_pixels_as_streaming(stripes, tmp_path, cache):
     np.testing.assert_allclose(cached, streamed[order], atol=0.5 + 1e-4)
 
 
+@pytest.mark.slow
 def test_file_cache_is_written_once_and_reused(stripes, tmp_path):
     paths, y = stripes
     folder = tmp_path / "cache"
@@ -542,6 +543,7 @@ def test_changed_file_gets_a_new_cache_entry(stripes, tmp_path):
     assert pipeline._cache_file(folder, paths[:4], (8, 8), 3) != name1
 
 
+@pytest.mark.slow
 def test_cross_validation_on_paths(stripes):
     from sklearn.model_selection import cross_val_score
 

@@ -91,6 +91,7 @@ def test_refit_is_not_served_by_the_old_network(small_digits):
     assert old() is None, "the traced call must not keep the dropped network alive"
 
 
+@pytest.mark.slow
 def test_warm_start_sees_the_new_weights(small_digits):
     X, y = small_digits
     clf = CNNClassifier(**FAST, warm_start=True).fit(X, y)
