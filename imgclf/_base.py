@@ -64,7 +64,7 @@ from ._validation import (
     image_size_tuple,
 )
 from ._vectorfit import fit_vectors, takes_vectors
-from .augment import PRESETS, augmentation_layers
+from .augment import PRESETS, augment_problem, augmentation_layers
 from .devices import (
     PRECISIONS,
     global_batch,
@@ -136,6 +136,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             NONE,
             Options(*PRESETS),
             Instance(dict, list, tuple, text="a dict or a list of Keras layers"),
+            check=augment_problem,
             suggest=tuple(PRESETS),
         ),
         "early_stopping": param(BOOLEAN),
@@ -306,6 +307,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         """
         for message in self._deprecations():
             warnings.warn(message, FutureWarning, stacklevel=2)
+        check_params(self)  # first: the fit's run below reads checkpoint
         params = self.get_params(deep=False)
         before = snapshot(self, params)
         run = FitRun(
@@ -333,8 +335,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         return self
 
     def _fit(self, X, y):
-        """The steps of :meth:`fit`, in order."""
-        check_params(self)
+        """The steps of :meth:`fit`, in order (after :func:`check_params`)."""
         self.__dict__["_fit_run"].check_path()
         warm = bool(self.warm_start) and hasattr(self, "model_")
         images, y = self._check_data(X, y, reset=not warm)

@@ -28,6 +28,12 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def numbered(problems) -> str:
+    """``problems`` one a line, indented and numbered from 1: the body of an
+    error that lists every bad parameter or argument at once."""
+    return "\n".join(f"  {i}. {problem}" for i, problem in enumerate(problems, 1))
+
+
 def is_int(value, low=None) -> bool:
     """An integer (not a bool) of at least ``low``."""
     return (
@@ -45,15 +51,24 @@ def is_real(value) -> bool:
 # ------------------------------------------------------------------- rules
 @dataclass(frozen=True)
 class Rule:
-    """One kind of accepted value: ``accepts(value)`` and how to say it."""
+    """One kind of accepted value: ``accepts(value)`` and how to say it.
+
+    ``invalid`` holds values just outside the rule (the bound itself when it
+    is excluded, a misspelt option...); the generated test of every parameter
+    rule (``tests/test_param_rules.py``) sets them, in the way of
+    scikit-learn's ``generate_invalid_param_val``.
+    """
 
     accepts: Callable[[object], bool]
     text: str
+    invalid: tuple = ()
 
 
 def Integer(low: int | None = None) -> Rule:  # noqa: N802 -- reads as a type in a table
     """An integer, at least ``low``."""
-    return Rule(lambda v: is_int(v, low), "an integer" + ("" if low is None else f" >= {low}"))
+    text = "an integer" + ("" if low is None else f" >= {low}")
+    invalid = (0.5,) if low is None else (low - 1, low + 0.5)
+    return Rule(lambda v: is_int(v, low), text, invalid)
 
 
 def Number(low=None, high=None, *, closed: str = "both") -> Rule:  # noqa: N802
@@ -77,7 +92,12 @@ def Number(low=None, high=None, *, closed: str = "both") -> Rule:  # noqa: N802
         text = f"a number {'>=' if closed in ('both', 'left') else '>'} {low}"
     else:
         text = "a number"
-    return Rule(accepts, text)
+    invalid = [float("nan"), True]
+    if low is not None:
+        invalid.append(low if closed in ("right", "neither") else low - 1)
+    if high is not None:
+        invalid.append(high if closed in ("left", "neither") else high + 1)
+    return Rule(accepts, text, tuple(invalid))
 
 
 def Options(*values, text: str | None = None) -> Rule:  # noqa: N802
@@ -93,15 +113,24 @@ def Options(*values, text: str | None = None) -> Rule:  # noqa: N802
     if text is None:
         shown = [repr(v) for v in values]
         text = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + f" or {shown[-1]}"
-    return Rule(accepts, text)
+    words = [v for v in values if isinstance(v, str)]
+    numbers_ = [v for v in values if is_real(v)]
+    invalid = ([misspelt(words[0])] if words else []) + ([max(numbers_) + 1] if numbers_ else [])
+    return Rule(accepts, text, tuple(invalid))
+
+
+def misspelt(word: str) -> str:
+    """``word`` with its last two letters swapped (or doubled): a typo."""
+    return word[:-2] + word[-1] + word[-2] if len(word) > 2 else word + word[-1:]
 
 
 NONE = Rule(lambda v: v is None, "None")
-BOOLEAN = Rule(lambda v: isinstance(v, (bool, np.bool_)), "True or False")
+BOOLEAN = Rule(lambda v: isinstance(v, (bool, np.bool_)), "True or False", (1, "yes"))
 PATH = Rule(lambda v: isinstance(v, (str, os.PathLike)), "a path")
 RANDOM_STATE = Rule(
     lambda v: v is None or is_int(v, 0) or isinstance(v, np.random.RandomState),
     "None, an integer >= 0 or a numpy RandomState",
+    (-1, 0.5),
 )
 
 
@@ -174,5 +203,4 @@ def check_params(estimator) -> None:
     if not errors:
         errors.extend(estimator._check_params_together())
     if errors:
-        lines = "\n".join(f"  {i}. {e}" for i, e in enumerate(errors, 1))
-        raise InputError(f"{type(estimator).__name__} got invalid parameters:\n{lines}")
+        raise InputError(f"{type(estimator).__name__} got invalid parameters:\n{numbered(errors)}")

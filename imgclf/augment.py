@@ -7,7 +7,11 @@ frozen-feature fast path never see them. They work in 0-1 pixel space.
 
 from __future__ import annotations
 
+import numbers
+
 from ._backend import get_keras
+from ._params import did_you_mean
+from .exceptions import InputError
 
 #: Preset name -> dict shorthand (see :func:`augmentation_layers`).
 PRESETS: dict[str, dict] = {
@@ -27,6 +31,44 @@ PRESETS: dict[str, dict] = {
 }
 
 _SHORTHAND = ("flip", "rotation", "translation", "zoom", "contrast", "brightness")
+_FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+def _is_factor(value) -> bool:
+    """A Keras random layer's factor: a number, or a (low, high) pair of numbers."""
+    if isinstance(value, (list, tuple)):
+        return len(value) == 2 and all(_is_factor(v) for v in value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def augment_problem(augment) -> str | None:
+    """What is wrong with a dict or list ``augment`` value, or None.
+
+    The ``check`` of the ``augment`` parameter rule, so ``fit`` lists a
+    misspelt key with the parameter's other problems, with a hint.
+    """
+    if isinstance(augment, dict):
+        for key, value in augment.items():
+            if key not in _SHORTHAND:
+                known = ", ".join(repr(k) for k in _SHORTHAND)
+                return f"unknown key {key!r}{did_you_mean(key, _SHORTHAND)}; the keys are {known}."
+            if key == "flip" and value and value not in _FLIPS:
+                return (
+                    f"flip={value!r}{did_you_mean(value, _FLIPS)}: expected "
+                    "'horizontal', 'vertical' or 'horizontal_and_vertical'."
+                )
+            if key != "flip" and value is not None and not _is_factor(value):
+                return f"{key}={value!r}: expected a number (a factor) or a (low, high) pair."
+        return None
+    if isinstance(augment, (list, tuple)):
+        layer = get_keras().layers.Layer
+        for item in augment:
+            if not isinstance(item, layer):
+                return (
+                    f"item {item!r} is not a Keras layer; use e.g. "
+                    "[keras.layers.RandomFlip('horizontal')]."
+                )
+    return None
 
 
 def augmentation_layers(augment, seed: int | None = None) -> list:
@@ -49,6 +91,12 @@ def augmentation_layers(augment, seed: int | None = None) -> list:
     list of keras.layers.Layer
         New layers, in the order they are applied.
 
+    Raises
+    ------
+    imgclf.exceptions.InputError
+        For an unknown dict key (with the closest known one), a bad value, or a
+        list item that is not a Keras layer.
+
     Examples
     --------
     >>> from imgclf.augment import augmentation_layers
@@ -65,12 +113,10 @@ def augmentation_layers(augment, seed: int | None = None) -> list:
         return []
     if isinstance(augment, str):
         augment = PRESETS[augment]
+    problem = augment_problem(augment)
+    if problem:
+        raise InputError(f"augment: {problem}")
     if isinstance(augment, dict):
-        unknown = sorted(set(augment) - set(_SHORTHAND))
-        if unknown:
-            raise ValueError(
-                f"augment has unknown key(s) {unknown}; known keys are {list(_SHORTHAND)}."
-            )
         out = []
         if augment.get("flip"):
             out.append(layers.RandomFlip(augment["flip"], seed=seed))
@@ -88,12 +134,4 @@ def augmentation_layers(augment, seed: int | None = None) -> list:
                 layers.RandomBrightness(augment["brightness"], value_range=(0, 1), seed=seed)
             )
         return out
-    out = []
-    for layer in augment:
-        if not isinstance(layer, layers.Layer):
-            raise ValueError(
-                f"augment list items must be Keras layers, got {layer!r}; use e.g. "
-                "[keras.layers.RandomFlip('horizontal')]."
-            )
-        out.append(type(layer).from_config(layer.get_config()))
-    return out
+    return [type(layer).from_config(layer.get_config()) for layer in augment]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import released_gradient_functions, resolve_seed, seeded
-from ._params import check_params, is_int, is_real
+from ._params import check_params, is_int, is_real, numbered
 from ._training import resolve_batch_size
 from .exceptions import InputError
 
@@ -95,8 +95,7 @@ def check_sweep(owner: str, start_lr, end_lr, num_steps, stop_factor) -> None:
             "the whole range."
         )
     if problems:
-        lines = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
-        raise InputError(f"{owner}.lr_find got invalid arguments:\n{lines}")
+        raise InputError(f"{owner}.lr_find got invalid arguments:\n{numbered(problems)}")
 
 
 def find(estimator, X, y, *, start_lr, end_lr, num_steps, stop_factor) -> LRFind:

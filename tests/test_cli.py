@@ -222,6 +222,7 @@ def test_train_transfer_without_imagenet(tmp_path, capsys):
     assert code == 0 and len(out.splitlines()) == 7
 
 
+@pytest.mark.slow
 def test_demo_prints_where_it_saved_pictures(tmp_path, capsys, monkeypatch):
     import imgclf.cnn
 
@@ -288,6 +289,7 @@ def test_bad_option_values_exit_2(capsys):
     assert "expected a size such as 64" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_error_is_the_only_line_on_stderr(trained, tmp_path):
     """In a fresh process, TensorFlow's C++ start-up lines do not bury the message."""
     _, _, model, _ = trained

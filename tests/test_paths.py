@@ -14,7 +14,7 @@ from PIL import Image
 from imgclf import CNNClassifier, decode, pipeline, scan
 from imgclf._backend import get_tf
 from imgclf._validation import Images
-from imgclf.exceptions import ImageFileError, InputError
+from imgclf.exceptions import ImageFileError
 
 FAST = dict(epochs=2, batch_size=16, filters=4, random_state=0, validation_fraction=0.0)
 FAST1 = dict(FAST, epochs=1)
@@ -434,26 +434,19 @@ def test_file_broken_behind_the_scan_cache_raises_naming_it(fitted_on_paths, tmp
         clf.predict([victim])
 
 
-def test_invalid_on_bad_file_and_cache_are_parameter_errors(stripes):
-    paths, y = stripes
-    with pytest.raises(InputError) as err:
-        CNNClassifier(on_bad_file="ignore", cache=3).fit(paths, y)
-    assert "on_bad_file='ignore'" in str(err.value) and "cache=3" in str(err.value)
-
-
 # --------------------------------------------------------- fitting on paths
 @pytest.fixture(scope="module")
 def fitted_on_paths(stripes):
     paths, y = stripes
     clf = CNNClassifier(epochs=12, batch_size=8, filters=8, image_size=16, random_state=0)
-    return clf.fit(paths, y), paths, y
+    return clf.fit(paths[:32], y[:32]), paths, y  # the last 8 files are never seen
 
 
 def test_learns_from_paths_with_unicode_spaces_and_mixed_sizes(fitted_on_paths):
     clf, paths, y = fitted_on_paths
     assert clf.n_channels_ == 3 and clf.image_size_ == (16, 16)
     assert clf.input_range_ == (0.0, 255.0)
-    assert clf.score(paths, y) >= 0.9
+    assert clf.score(paths[32:], y[32:]) >= 7 / 8
 
 
 @pytest.mark.parametrize("container", ["list", "ndarray", "series"])
@@ -526,6 +519,7 @@ def test_cache_gives_the_same_pixels_as_streaming(stripes, tmp_path, cache):
     np.testing.assert_allclose(cached, streamed[order], atol=0.5 + 1e-4)
 
 
+@pytest.mark.slow
 def test_file_cache_is_written_once_and_reused(stripes, tmp_path):
     paths, y = stripes
     folder = tmp_path / "cache"
@@ -549,6 +543,7 @@ def test_changed_file_gets_a_new_cache_entry(stripes, tmp_path):
     assert pipeline._cache_file(folder, paths[:4], (8, 8), 3) != name1
 
 
+@pytest.mark.slow
 def test_cross_validation_on_paths(stripes):
     from sklearn.model_selection import cross_val_score
 

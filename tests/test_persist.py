@@ -101,6 +101,7 @@ def test_saved_file_holds_json_npy_and_keras_only(saved, fitted):
     assert stored == expected
 
 
+@pytest.mark.slow
 def test_save_and_load_in_a_fresh_process(fitted, saved, tmp_path):
     clf, X = fitted
     np.save(tmp_path / "X.npy", X[:20])

@@ -10,7 +10,6 @@ import os
 import pickle
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import joblib
@@ -197,23 +196,6 @@ def test_search_on_a_dask_cluster_over_file_paths(digit_files):
     assert search.best_estimator_.predict(paths[:3]).shape == (3,)
 
 
-def test_dask_backend_without_dask_says_what_to_install():
-    code = textwrap.dedent(
-        """
-        import sys
-        sys.modules["dask"] = sys.modules["distributed"] = None
-        import joblib
-        try:
-            with joblib.parallel_backend("dask"):
-                pass
-        except Exception as exc:
-            print(exc)
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "dask is not installed" in out.stdout and "install dask" in out.stdout
-
-
 # -------------------------------------------------------------- precision
 @pytest.fixture(scope="module")
 def bfloat16_fit():
@@ -338,16 +320,6 @@ def test_auto_precision_picks_float16_only_on_tensor_core_gpus(monkeypatch):
 
 
 # ------------------------------------------------------------- distribute
-def test_bad_precision_and_distribute_are_listed_with_the_fix(small_digits):
-    X, y = small_digits
-    with pytest.raises(InputError) as err:
-        CNNClassifier(precision="float16", distribute="mirrored").fit(X, y)
-    message = str(err.value)
-    assert "1. precision='float16'" in message and "'mixed_float16'" in message
-    assert "2. distribute='mirrored': expected None (one device), 'auto'" in message
-    assert "tf.distribute.Strategy" in message
-
-
 def test_a_strategy_over_missing_devices_is_refused_naming_them(small_digits):
     tf = get_tf()
     strategy = tf.distribute.MirroredStrategy(["/gpu:6", "/gpu:7"])

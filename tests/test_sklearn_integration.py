@@ -13,12 +13,16 @@ from imgclf import CNNClassifier
 FAST = dict(epochs=2, filters=4, random_state=0)
 
 
-def test_clone_copies_params_not_state(small_digits):
+def test_a_clone_refits_to_the_same_network_and_leaves_the_original(fitted_cnn, small_digits):
+    # fitted_cnn: CNNClassifier(epochs=2, filters=4, random_state=0) on small_digits.
     X, y = small_digits
-    clf = CNNClassifier(augment="light", class_weight="balanced", **FAST).fit(X, y)
-    twin = clone(clf)
-    assert twin.get_params() == clf.get_params()
-    assert not hasattr(twin, "model_") and not hasattr(twin, "classes_")
+    proba = fitted_cnn.predict_proba(X[:20])
+    twin = clone(fitted_cnn).fit(X, y)
+    # Everything a fit depends on is a parameter: the clone learns the same network...
+    np.testing.assert_allclose(twin.predict_proba(X[:20]), proba, atol=1e-5)
+    # ...in a network of its own: fitting it did not touch the original's.
+    assert twin.model_ is not fitted_cnn.model_
+    np.testing.assert_array_equal(fitted_cnn.predict_proba(X[:20]), proba)
 
 
 @pytest.mark.slow
@@ -61,9 +65,14 @@ def test_cross_val_score(small_digits):
 def test_classification_report(small_digits):
     X, y = small_digits
     labels = np.array(["zero", "one", "two"])[y]
-    clf = CNNClassifier(**FAST).fit(X, labels)
-    report = classification_report(labels, clf.predict(X), output_dict=True, zero_division=0)
-    assert {"zero", "one", "two", "accuracy"} <= set(report)
+    clf = CNNClassifier(**{**FAST, "epochs": 4}).fit(X[:240], labels[:240])
+    predicted = clf.predict(X[240:])
+    report = classification_report(labels[240:], predicted, output_dict=True, zero_division=0)
+    # predict answers with the labels fitted on (no rows for other values) ...
+    assert set(report) == {"zero", "one", "two", "accuracy", "macro avg", "weighted avg"}
+    assert report["accuracy"] == pytest.approx(clf.score(X[240:], labels[240:]))
+    # ... each the right one: every class is mostly recognised on unseen images.
+    assert min(report[name]["recall"] for name in ("zero", "one", "two")) > 0.6
 
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "score"])
