@@ -21,9 +21,14 @@ from ._files import FileRefusedError, open_binary
 from ._params import did_you_mean
 from ._pathargs import as_path, short_repr
 from .exceptions import InputError, InputTypeError, PathNotFoundError
-from .scan import IMAGE_EXTENSIONS, check_on_bad_file, list_image_files, screen
-
-_LIST_AT_MOST = 20
+from .scan import (
+    IMAGE_EXTENSIONS,
+    LIST_AT_MOST,
+    capped_lines,
+    check_on_bad_file,
+    list_image_files,
+    screen,
+)
 
 #: The largest CSV manifest :func:`load_csv` reads (1 GiB: tens of millions of rows).
 MAX_CSV_BYTES = 1 << 30
@@ -267,16 +272,15 @@ def load_csv(
         labels.append(row[lcol].strip())
     if short:
         raise InputError(
-            f"load_csv: rows {short[:_LIST_AT_MOST]} of {path!r} have fewer than "
+            f"load_csv: rows {short[:LIST_AT_MOST]} of {path!r} have fewer than "
             f"{max(pcol, lcol) + 1} columns."
         )
     if absent:
-        listing = "\n".join(f"  row {n}: {p!r}" for n, p in absent[:_LIST_AT_MOST])
-        more = f"\n  ... and {len(absent) - _LIST_AT_MOST} more" if len(absent) > 20 else ""
+        listing = capped_lines([f"  row {n}: {p!r}" for n, p in absent])
         where = f"root={base!r}" if root is not None else f"the CSV's folder {base!r}"
         message = (
             f"load_csv: {len(absent)} of {len(rows) - 1} rows of {path!r} name files that do "
-            f"not exist (paths are relative to {where}):\n{listing}{more}"
+            f"not exist (paths are relative to {where}):\n{listing}"
         )
         if missing == "error":
             raise InputError(
@@ -453,11 +457,10 @@ def load_filenames(
         labels.append(code)
     rule = f"pattern={pattern!r}" if regex is not None else f"prefix_length={prefix_length}"
     if unmatched:
-        listing = "\n".join(f"  - {p!r}" for p in unmatched[:_LIST_AT_MOST])
-        more = f"\n  ... and {len(unmatched) - _LIST_AT_MOST} more" if len(unmatched) > 20 else ""
+        listing = capped_lines([f"  - {p!r}" for p in unmatched])
         warnings.warn(
             f"load_filenames: left out {len(unmatched)} image files whose name gives no label "
-            f"with {rule}:\n{listing}{more}",
+            f"with {rule}:\n{listing}",
             UserWarning,
             stacklevel=2,
         )

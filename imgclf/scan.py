@@ -357,8 +357,17 @@ ON_BAD_FILE_MEANING = (
     "(raise, naming them)"
 )
 
-# Bad files listed in full in a message; more are counted.
-_LIST_AT_MOST = 20
+# Items (bad files, rows) listed in full in a message; more are counted.
+LIST_AT_MOST = 20
+
+
+def capped_lines(lines: list[str]) -> str:
+    """``lines`` joined, the first :data:`LIST_AT_MOST` of them, then a count
+    of the rest."""
+    shown = list(lines[:LIST_AT_MOST])
+    if len(lines) > LIST_AT_MOST:
+        shown.append(f"  ... and {len(lines) - LIST_AT_MOST} more")
+    return "\n".join(shown)
 
 
 def check_on_bad_file(on_bad_file) -> None:
@@ -378,15 +387,14 @@ class Screened(NamedTuple):
 
 
 def describe_bad(bad: list[tuple[int | None, str, str]]) -> str:
-    """One line per bad file ``(index, path, problem)``, at most 20, then a
-    count (an index of None is not shown)."""
-    lines = [
-        f"  - {path!r}{'' if i is None else f' (sample {i})'} {problem}"
-        for i, path, problem in bad[:_LIST_AT_MOST]
-    ]
-    if len(bad) > _LIST_AT_MOST:
-        lines.append(f"  ... and {len(bad) - _LIST_AT_MOST} more")
-    return "\n".join(lines)
+    """One line per bad file ``(index, path, problem)``, at most
+    :data:`LIST_AT_MOST`, then a count (an index of None is not shown)."""
+    return capped_lines(
+        [
+            f"  - {path!r}{'' if i is None else f' (sample {i})'} {problem}"
+            for i, path, problem in bad
+        ]
+    )
 
 
 def screen(paths, *, on_bad_file: str, source: str, can_skip: bool = True) -> Screened:
