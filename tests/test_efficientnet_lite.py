@@ -248,7 +248,7 @@ def test_missing_package_says_what_to_install(monkeypatch):
     assert "weights=None" in message
 
 
-def test_changed_weights_file_is_refused(monkeypatch, tmp_path):
+def test_changed_weights_file_is_refused(keras_home, monkeypatch, tmp_path):
     copy = tmp_path / "efficientnet-lite2.pth"
     shutil.copyfile(lite.weights_file("efficientnet_lite2"), copy)
     with open(copy, "r+b") as f:
@@ -258,7 +258,7 @@ def test_changed_weights_file_is_refused(monkeypatch, tmp_path):
     clf = TransferClassifier(backbone="efficientnet_lite2", image_size=32)
     with pytest.raises(InputError, match="was changed or damaged"):
         clf.fit(np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 0, 1])
-    assert not os.path.exists(lite.cache_file("efficientnet_lite2", str(tmp_path)))
+    assert not os.path.exists(lite.cache_file("efficientnet_lite2", str(keras_home / "models")))
 
 
 # ------------------------------------------------- the converted network
