@@ -13,6 +13,16 @@ training images per class drawn per seed, scored on the first
 ``transfer@<size>``, ``TransferClassifier(backbone=..., image_size=<size>)``
 with its defaults otherwise (and ``--set``), one per ``--image-sizes``
 (default: the backbone's own size), and ``scratch``, ``CNNClassifier()``.
+Measured here on 2026-12-03 (``--backbone efficientnet_lite0 --image-sizes
+224 96 128 --per-class 10 --seeds 0 1 2``; the machine shared with other jobs,
+load average about 9 on 2 cores, so wall times are inflated; medians, fit
+wall / CPU seconds of this process)::
+
+    per class  transfer@224         transfer@96         transfer@128        scratch
+           10  0.7780 (152 / 47.3)  0.7365 (60 / 20.6)  0.7435 (67 / 23.4)  0.7100 (27 / 9.3)
+
+(per seed, 224 px: 0.7905, 0.7705, 0.7780; scratch 0.7000, 0.7170, 0.7100.)
+
 The rest of this text is about the experiment without ``--backbone``.
 
 The backbone is pretrained here (no ImageNet weights on this machine): a
