@@ -142,7 +142,7 @@ def _history(value) -> str | None:
         if not isinstance(key, str) or not isinstance(values, list):
             return "expected a dict of metric name -> list of numbers"
         if not all(isinstance(v, numbers.Real) for v in values):
-            return f"{key!r} holds something other than numbers"
+            return f"expected numbers in {key!r}, got {str(values)[:60]}"
     return None
 
 

@@ -10,8 +10,9 @@ A model file is untrusted input. Before anything is allocated for it:
 - every member must be stored or deflated (the two methods ``clf.save``
   writes), unencrypted, and declare a size within its kind's limit:
   :data:`MAX_MANIFEST_BYTES` for ``imgclf.json``, :data:`MAX_ARRAY_BYTES` for
-  an ``.npy`` array, and for the network :func:`network_limit` (the file's
-  own size times :data:`NETWORK_RATIO`, at most :data:`MAX_NETWORK_BYTES`);
+  the ``.npy`` arrays (all of them together), and for the network :func:`network_limit` (the file's
+  own size times :data:`NETWORK_RATIO`, at least :data:`NETWORK_FLOOR`, at
+  most :data:`MAX_NETWORK_BYTES`); other members are never read;
 - members are read in chunks, counting the bytes inflated, and refused as
   soon as they pass the limit (the declared size is not trusted alone);
 - an ``.npy`` header must describe exactly the bytes that follow it.
@@ -31,6 +32,7 @@ import zipfile
 
 import numpy as np
 
+from ._values import BadValue
 from .exceptions import ModelFileError
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -39,8 +41,8 @@ MAX_FILE_BYTES = 8 * GIB
 #: ``imgclf.json``: parameters and fitted attributes as text (a 10,000-epoch
 #: ``history_`` takes about 1 MiB).
 MAX_MANIFEST_BYTES = 4 * MIB
-#: One ``.npy`` member (``classes_``, ``feature_names_in_``...).
-MAX_ARRAY_BYTES = 256 * MIB
+#: The ``.npy`` members together (``classes_``, ``feature_names_in_``...).
+MAX_ARRAY_BYTES = 64 * MIB
 #: The network member inflates to at most this many times the whole file's
 #: size. ``clf.save`` stores it uncompressed (ratio 1); Keras weights deflate
 #: by a few percent when an archive is re-zipped.
@@ -136,7 +138,8 @@ def network_limit(file_size: int) -> int:
 
 
 def limit_of(name: str, file_size: int, network: str) -> int:
-    """The most bytes member ``name`` may inflate to."""
+    """The most bytes member ``name`` may inflate to (members that are not
+    read are held to the manifest's limit)."""
     if name == network:
         return network_limit(file_size)
     if name.endswith(".npy"):
@@ -196,7 +199,7 @@ def read_member(zf: zipfile.ZipFile, name: str, limit: int, path: str) -> bytes:
 def read_npy(data: bytes, name: str) -> np.ndarray:
     """The array of an ``.npy`` member, without pickle, once its header is
     checked to describe exactly the bytes that follow it (NumPy would
-    allocate the declared shape first). ValueError says what is wrong."""
+    allocate the declared shape first). :class:`BadValue` says what is wrong."""
     stream = io.BytesIO(data)
     version = np.lib.format.read_magic(stream)
     if version == (1, 0):
@@ -204,14 +207,14 @@ def read_npy(data: bytes, name: str) -> np.ndarray:
     elif version == (2, 0):
         shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
     else:
-        raise ValueError(f"{name}: .npy version {version} is not one NumPy writes here")
+        raise BadValue(f"{name}: .npy version {version} is not one NumPy writes here")
     if dtype.hasobject:
-        raise ValueError(f"{name}: an array of Python objects (only pickle could read it)")
+        raise BadValue(f"{name}: an array of Python objects (only pickle could read it)")
     count = 1
     for n in shape:
         count *= int(n)
     if count * dtype.itemsize != len(data) - stream.tell():
-        raise ValueError(
+        raise BadValue(
             f"{name}: its header declares shape {shape} of {dtype}, "
             f"{count * dtype.itemsize:,} bytes, but {len(data) - stream.tell():,} follow"
         )
@@ -229,7 +232,7 @@ class ArrayReader:
 
     def __call__(self, name) -> np.ndarray:
         if not isinstance(name, str) or not re.fullmatch(r"arrays/\d{1,6}\.npy", name):
-            raise ValueError(f"{str(name)[:80]!r} is not the name of a stored array")
+            raise BadValue(f"{str(name)[:80]!r} is not the name of a stored array")
         data = read_member(self.zf, name, self.left, self.path)
         self.left -= len(data)
         return read_npy(data, name)
