@@ -33,6 +33,7 @@ from ._manifest import (
     check_attributes,
     check_network,
     check_top_level,
+    check_views,
     path_parameters,
     versions,
 )
@@ -223,6 +224,7 @@ def _load_archive(path: str, f, size: int, trusted: bool):
         if network is not None:
             estimator.model_ = _network(path, network, trusted)
             check_network(estimator.model_, attributes)
+            check_views(estimator)
         return estimator
     except ModelFileError:
         raise

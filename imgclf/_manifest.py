@@ -14,7 +14,8 @@ What is checked, and what is done with the unexpected:
   others are ignored with a warning; with a network, the ones prediction
   needs (:data:`REQUIRED`) must be there, without one none may be;
 - against the network (:func:`check_network`): one input of shape
-  ``(*image_size_, n_channels_)`` and one output per class in ``classes_``.
+  ``(*image_size_, n_channels_)`` and one output per class in ``classes_``;
+  and ``tta`` against ``image_size_`` (:func:`check_views`).
 
 A problem raises :class:`BadField` naming the field; ``load`` turns it into a
 :class:`~imgclf.exceptions.ModelFileError` naming the file.
@@ -30,6 +31,7 @@ import numpy as np
 
 from ._backend import get_keras, get_tf
 from .backbones import BACKBONES
+from .inference import flips_in, max_views
 
 #: Version of the archive layout; files of a later version are refused.
 FORMAT_VERSION = 1
@@ -258,6 +260,17 @@ def check_network(model, attributes: dict) -> None:
         )
 
 
+def check_views(estimator) -> None:
+    """``tta`` asks for no more views than ``image_size_`` has (``predict``
+    would refuse it)."""
+    most = max_views(estimator.image_size_, flips_in(estimator.augment))
+    if estimator.tta > most:
+        raise BadField(
+            "params.tta",
+            f"{estimator.tta} views asked for; {most} exist for {estimator.image_size_} images",
+        )
+
+
 #: Parameters that can name a file or folder, each with the test of a value
 #: that is not a path. A loaded estimator must not act on paths its file
 #: names (a later ``fit`` writes a checkpoint or a cache there, or reads a
@@ -301,6 +314,7 @@ __all__ = [
     "check_attributes",
     "check_network",
     "check_top_level",
+    "check_views",
     "path_parameters",
     "versions",
 ]
