@@ -14,7 +14,8 @@ What is checked, and what is done with the unexpected:
   others are ignored with a warning; with a network, the ones prediction
   needs (:data:`REQUIRED`) must be there, without one none may be;
 - against the network (:func:`check_network`): one input of shape
-  ``(*image_size_, n_channels_)`` and one output per class in ``classes_``;
+  ``(*image_size_, n_channels_)`` and one output per class in ``classes_``,
+  and one image of zeros run through it gives a row of probabilities;
   and ``tta`` against ``image_size_`` (:func:`check_views`).
 
 A problem raises :class:`BadField` naming the field; ``load`` turns it into a
@@ -67,8 +68,9 @@ class BadField(Exception):
 
 #: Levels of lists and objects a manifest may nest (``clf.save`` writes about 8).
 MAX_DEPTH = 32
-#: The largest image side a saved network may take.
-MAX_IMAGE_SIDE = 16384
+#: The largest image side a saved network may take (``load`` runs the
+#: network once on an image of its size: 2048 x 2048 x 3 float32 is 48 MiB).
+MAX_IMAGE_SIDE = 2048
 #: The largest ``batch_size_`` (a batch of 2**20 8x8 images is 64 MiB).
 MAX_BATCH = 1 << 20
 #: Keras dtype policies a network is built with.
@@ -235,7 +237,8 @@ def check_attributes(attributes: dict, has_network: bool) -> tuple[dict, list[st
 
 def check_network(model, attributes: dict) -> None:
     """The network takes ``(*image_size_, n_channels_)`` images and gives one
-    probability per class in ``classes_``."""
+    probability per class in ``classes_``: by its declared shapes, and by
+    running it once on an image of zeros."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise BadField(
             "model.keras",
@@ -257,6 +260,24 @@ def check_network(model, attributes: dict) -> None:
             "attributes.classes_",
             f"{n_classes} classes for a network of output shape {outputs}: predictions would "
             "carry the wrong labels",
+        )
+    # The config may still describe layers that do not fit together (Keras
+    # builds them lazily): one image of zeros must give one row of probabilities.
+    keras = get_keras()
+    try:
+        x = np.zeros((1, *expected), np.float32)
+        out = keras.ops.convert_to_numpy(model(x, training=False))
+    except Exception as exc:  # noqa: BLE001 -- any failure of the network is the file's
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        raise BadField(
+            "model.keras",
+            f"the network fails on an image of its own input shape ({lines[0][:200]})",
+        ) from None
+    if out.shape != (1, n_classes) or not np.isfinite(out).all() or abs(out.sum() - 1) > 1e-2:
+        raise BadField(
+            "model.keras",
+            f"the network gives {out.ravel()[:5].tolist()} (shape {out.shape}) for an image, "
+            f"not {n_classes} class probabilities",
         )
 
 

@@ -879,3 +879,15 @@ def test_pyproject_requires_the_keras_load_accepts():
     (keras,) = [d for d in dependencies if re.match(r"keras\b", d)]
     floor = tuple(int(p) for p in re.search(r">=\s*([\d.]+)", keras).group(1).split(".")[:2])
     assert floor >= SAFE_KERAS
+
+
+def test_a_network_that_gives_no_probabilities_is_refused(saved, tmp_path):
+    keras = get_keras()
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))  # no softmax
+    keras.Model(inputs, logits).save(tmp_path / "logits.keras")
+    members = _members(saved)
+    members["model.keras"] = (tmp_path / "logits.keras").read_bytes()
+    _zip(tmp_path / "logits.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"model.keras: the network gives .* not 3 class prob"):
+        imgclf.load(tmp_path / "logits.imgclf")
