@@ -1,14 +1,20 @@
 """Pickling, save/load in the safe format, refusing pickles, atomic saves."""
 
+import contextlib
 import io
 import json
 import os
 import pickle
 import re
+import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import tracemalloc
 import warnings
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -211,12 +217,14 @@ def test_parameters_stored_as_config_or_dropped(tmp_path):
         cache=tmp_path,
     )
     clf.save(tmp_path / "a.imgclf")  # everything storable: no warning expected
-    back = imgclf.load(tmp_path / "a.imgclf")
+    # ... but a loaded model acts on no path its file names: cache is reset.
+    with pytest.warns(UnsavedParameterWarning, match=r"names paths .*cache="):
+        back = imgclf.load(tmp_path / "a.imgclf")
     assert [type(layer).__name__ for layer in back.augment] == ["RandomFlip", "RandomZoom"]
     assert back.augment[1].get_config() == clf.augment[1].get_config()
     assert back.random_state.randint(1000) == np.random.RandomState(5).randint(1000)
     assert back.class_weight == {1: 2.0, 2: 0.5}
-    assert back.image_size == (12, 10) and back.cache == tmp_path
+    assert back.image_size == (12, 10) and back.cache is None
 
     clf.set_params(augment=[Shout()], callbacks=[keras.callbacks.TerminateOnNaN()])
     with pytest.warns(UnsavedParameterWarning) as record:
@@ -465,3 +473,422 @@ def test_import_does_not_load_tensorflow():
     code = "import sys, imgclf; imgclf.CNNClassifier(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------- untrusted files, bounded
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Fail (TimeoutError) instead of hanging: SIGALRM interrupts a blocking
+    open or read in the main thread."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _peak_memory(limit: int):
+    """Fail if Python and NumPy allocate more than ``limit`` bytes at once inside."""
+    tracemalloc.start()
+    try:
+        yield
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak:,} bytes"
+
+
+def _members(source) -> dict:
+    with zipfile.ZipFile(source) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _zip(target, members: dict, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(target, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def _zip_streamed(target, members: dict, name: str, chunk: bytes, times: int):
+    """``members`` zipped (deflated), plus member ``name`` holding ``chunk``
+    ``times`` over, written as a stream (a bomb when ``chunk`` is zeros)."""
+    _zip(target, members)
+    with zipfile.ZipFile(target, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(name, "w") as out:
+            for _ in range(times):
+                out.write(chunk)
+
+
+def _patch_header(path, name: str, local: int, central: int, fmt: str, value):
+    """Set a field of member ``name``'s local header (at byte ``local``) and
+    index entry (at ``central``) to ``value``."""
+    data = bytearray(Path(path).read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        start = zf.getinfo(name).header_offset
+    packed = struct.pack(fmt, value)
+    data[start + local : start + local + len(packed)] = packed
+    at = data.index(b"PK\x01\x02")
+    while True:
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[at + 28 : at + 34])
+        if data[at + 46 : at + 46 + name_len] == name.encode():
+            data[at + central : at + central + len(packed)] = packed
+            break
+        at += 46 + name_len + extra_len + comment_len
+    Path(path).write_bytes(bytes(data))
+
+
+def test_a_manifest_bomb_is_refused_before_it_inflates(saved, tmp_path):
+    members = _members(saved)
+    manifest = members.pop("imgclf.json")
+    path = tmp_path / "bomb.imgclf"
+    # Valid JSON followed by 8 MiB of spaces: it deflates to a few KiB.
+    _zip_streamed(path, members, "imgclf.json", manifest + b" " * (1 << 20), 8)
+    assert path.stat().st_size < 100_000
+    with _peak_memory(4 << 20), pytest.raises(ModelFileError) as err:
+        imgclf.load(path)
+    assert re.search(r"'imgclf.json' declares 8\.\d+ MiB .*decompression bomb", str(err.value))
+
+
+def test_a_network_bomb_is_refused_without_a_temporary_file(saved, tmp_path, monkeypatch):
+    members = _members(saved)
+    del members["model.keras"]
+    path = tmp_path / "bomb.imgclf"
+    _zip_streamed(path, members, "model.keras", bytes(1 << 20), 100)  # 100 MiB of zeros
+    assert path.stat().st_size < 200_000
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    with _peak_memory(4 << 20), pytest.raises(ModelFileError) as err:
+        imgclf.load(path)
+    assert re.search(r"'model.keras' declares 100 MiB .*decompression bomb", str(err.value))
+    assert not os.listdir(spool)
+
+
+def test_a_member_lying_about_its_size_is_not_believed(saved, tmp_path):
+    members = _members(saved)
+    manifest = members.pop("imgclf.json")
+    path = tmp_path / "liar.imgclf"
+    _zip_streamed(path, members, "imgclf.json", manifest + b" " * (1 << 20), 8)
+    _patch_header(path, "imgclf.json", 22, 24, "<I", len(manifest))  # claims to be small
+    with _peak_memory(4 << 20), pytest.raises(ModelFileError, match="damaged"):
+        imgclf.load(path)
+
+
+def test_inflating_is_counted_against_the_limit(saved, tmp_path):
+    from imgclf._modelfile import copy_member
+
+    with zipfile.ZipFile(saved) as zf, pytest.raises(ModelFileError, match="more than 1 KiB"):
+        copy_member(zf, "model.keras", 1024, io.BytesIO(), str(saved))
+
+
+def test_an_npy_header_declaring_a_huge_array_is_refused(saved, tmp_path):
+    members = _members(saved)
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**11,)}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    members["arrays/0.npy"] = buffer.getvalue() + bytes(64)
+    _zip(tmp_path / "npy.imgclf", members)
+    with _peak_memory(4 << 20), pytest.raises(ModelFileError, match=r"arrays/0.npy: its header"):
+        imgclf.load(tmp_path / "npy.imgclf")
+
+
+def test_arrays_named_many_times_count_against_one_budget(saved, tmp_path):
+    members = _members(saved)
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(1 << 17))  # 1 MiB
+    members["arrays/9.npy"] = buffer.getvalue()
+    manifest = json.loads(members["imgclf.json"])
+    manifest["params"]["junk"] = [{"array": {"file": "arrays/9.npy"}}] * 100
+    members["imgclf.json"] = json.dumps(manifest).encode()
+    _zip(tmp_path / "many.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"'arrays/9.npy' inflates to more than"):
+        imgclf.load(tmp_path / "many.imgclf")
+
+
+def test_a_zip_index_of_many_members_is_refused(saved, tmp_path):
+    members = _members(saved)
+    members.update({f"pad/{i}": b"" for i in range(1200)})
+    _zip(tmp_path / "wide.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"index declares 1,203 members"):
+        imgclf.load(tmp_path / "wide.imgclf")
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("method 99", r"'imgclf.json' uses compression method 99"),
+        ("lzma", r"'imgclf.json' uses compression method 14"),
+        ("encrypted", r"'imgclf.json' is encrypted"),
+    ],
+)
+def test_other_compression_and_encryption_are_refused(saved, tmp_path, how, message):
+    path = tmp_path / "odd.imgclf"
+    if how == "lzma":
+        _zip(path, _members(saved), compression=zipfile.ZIP_LZMA)
+    else:
+        _zip(path, _members(saved))
+        if how == "encrypted":
+            _patch_header(path, "imgclf.json", 6, 8, "<H", 0x1)
+        else:
+            _patch_header(path, "imgclf.json", 8, 10, "<H", 99)
+    with pytest.raises(ModelFileError, match=message):
+        imgclf.load(path)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5_000])
+def test_the_file_size_is_checked_before_reading(saved, tmp_path, monkeypatch, size):
+    from imgclf import _modelfile
+
+    path = tmp_path / "m.imgclf"
+    path.write_bytes(saved.read_bytes()[:size])
+    if size == 5_000:
+        monkeypatch.setattr(_modelfile, "MAX_FILE_BYTES", 4_000)
+        match = r"is 4.88 KiB, more than the 3.91 KiB"
+    else:
+        match = "empty" if size == 0 else "neither a file written by clf.save nor a pickle"
+    with pytest.raises(ModelFileError, match=match):
+        imgclf.load(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo", "/dev/zero", "/dev/null"])
+def test_a_special_file_is_refused_at_once(tmp_path, kind):
+    path = tmp_path / "model.imgclf"
+    if "fifo" in kind:
+        os.mkfifo(tmp_path / "pipe")
+        if kind == "fifo":
+            path = tmp_path / "pipe"
+        else:
+            path.symlink_to(tmp_path / "pipe")
+    else:
+        if not os.path.exists(kind):
+            pytest.skip(f"no {kind}")
+        path.symlink_to(kind)
+    with _deadline(10), pytest.raises(ModelFileError, match="not a regular file"):
+        imgclf.load(path)
+    with _deadline(10), pytest.raises(ModelFileError, match="not a regular file"):
+        imgclf.load(path, trusted=True)
+
+
+# ------------------------------------------- the manifest's schema, by field
+TUPLE = "tuple"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("image_size_", {TUPLE: [8]}),
+        ("image_size_", {TUPLE: [0, 8]}),
+        ("image_size_", {TUPLE: [8, 8.5]}),
+        ("image_size_", "8x8"),
+        ("image_size_", {TUPLE: [10**9, 10**9]}),
+        ("n_channels_", 2),
+        ("n_channels_", "1"),
+        ("n_channels_", True),
+        ("batch_size_", 0),
+        ("batch_size_", -16),
+        ("batch_size_", "16"),
+        ("batch_size_", 2**40),
+        ("input_range_", {TUPLE: [16.0, 0.0]}),
+        ("input_range_", {TUPLE: [0.0, "16"]}),
+        ("input_range_", [0.0, 16.0]),
+        ("input_range_", {TUPLE: [0.0, float("inf")]}),
+        ("input_range_", {TUPLE: [float("nan"), 1.0]}),
+        ("precision_", "float64"),
+        ("interrupted_", 1),
+        ("epochs_", -1),
+        ("history_", {"dict": {"loss": ["low"]}}),
+        ("history_", [1.0]),
+        ("n_features_in_", 0),
+        ("classes_", ["a", "b", "c"]),
+        ("classes_", None),
+    ],
+)
+def test_a_bad_fitted_attribute_is_named(saved, tmp_path, field, value):
+    _edit_manifest(saved, tmp_path / "bad.imgclf", lambda m: m["attributes"].update({field: value}))
+    with pytest.raises(ModelFileError, match=rf"imgclf.json attributes\.{field}: expected"):
+        imgclf.load(tmp_path / "bad.imgclf")
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("network", "yes", "network: expected true or false"),
+        ("params", [], "not as clf.save writes it|params: expected"),
+        ("attributes", None, "attributes: expected"),
+        ("dropped", [3], "dropped: expected parameter names"),
+        ("versions", {"keras": 3}, "versions: expected version strings"),
+        ("estimator", 5, "estimator: expected a class name"),
+        ("format_version", True, "no format version"),
+    ],
+)
+def test_a_bad_top_level_field_is_named(saved, tmp_path, field, value, match):
+    _edit_manifest(saved, tmp_path / "bad.imgclf", lambda m: m.update({field: value}))
+    with pytest.raises(ModelFileError, match=match):
+        imgclf.load(tmp_path / "bad.imgclf")
+
+
+@pytest.mark.parametrize(
+    "param, value", [("tta", -1), ("epochs", "many"), ("learning_rate", 0), ("verbose", 7)]
+)
+def test_a_bad_parameter_is_named(saved, tmp_path, param, value):
+    _edit_manifest(saved, tmp_path / "bad.imgclf", lambda m: m["params"].update({param: value}))
+    with pytest.raises(ModelFileError, match=rf"parameters clf.save would not .*\n.*{param}="):
+        imgclf.load(tmp_path / "bad.imgclf")
+
+
+def test_a_missing_attribute_and_attributes_without_a_network(saved, tmp_path):
+    _edit_manifest(saved, tmp_path / "a.imgclf", lambda m: m["attributes"].pop("image_size_"))
+    with pytest.raises(ModelFileError, match=r"attributes.image_size_: missing"):
+        imgclf.load(tmp_path / "a.imgclf")
+    _edit_manifest(saved, tmp_path / "b.imgclf", lambda m: m.update(network=False))
+    with pytest.raises(ModelFileError, match=r"network: false, but the file has fitted"):
+        imgclf.load(tmp_path / "b.imgclf")
+
+
+def test_an_unknown_attribute_is_ignored_with_a_warning(fitted, saved, tmp_path):
+    clf, X = fitted
+    _edit_manifest(saved, tmp_path / "a.imgclf", lambda m: m["attributes"].update(shiny_=1))
+    with pytest.warns(InconsistentVersionWarning, match=r"attributes \['shiny_'\].*ignored"):
+        back = imgclf.load(tmp_path / "a.imgclf")
+    assert not hasattr(back, "shiny_")
+    np.testing.assert_array_equal(back.predict(X[:5]), clf.predict(X[:5]))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4, 12])
+def test_classes_must_match_the_network_outputs(saved, tmp_path, n_classes):
+    members = _members(saved)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([f"c{i:02d}" for i in range(n_classes)]))
+    members["arrays/0.npy"] = buffer.getvalue()
+    _zip(tmp_path / "classes.imgclf", members)
+    with pytest.raises(
+        ModelFileError,
+        match=rf"attributes.classes_: {n_classes} classes for a network of output shape \(3,\)",
+    ):
+        imgclf.load(tmp_path / "classes.imgclf")
+
+
+def test_duplicate_classes_are_refused(saved, tmp_path):
+    members = _members(saved)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(["a", "b", "a"]))
+    members["arrays/0.npy"] = buffer.getvalue()
+    _zip(tmp_path / "dup.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"attributes.classes_: expected each label once"):
+        imgclf.load(tmp_path / "dup.imgclf")
+
+
+@pytest.mark.parametrize("field, value", [("image_size_", {TUPLE: [9, 9]}), ("n_channels_", 3)])
+def test_the_input_shape_must_match_the_network(saved, tmp_path, field, value):
+    _edit_manifest(
+        saved, tmp_path / "shape.imgclf", lambda m: m["attributes"].update({field: value})
+    )
+    with pytest.raises(
+        ModelFileError, match=rf"attributes.{field}: the network takes images of shape \(8, 8, 1\)"
+    ):
+        imgclf.load(tmp_path / "shape.imgclf")
+
+
+@pytest.mark.parametrize("depth", [40, 1_000, 100_000])
+def test_deeply_nested_json_is_refused(saved, tmp_path, depth):
+    members = _members(saved)
+    text = members["imgclf.json"].decode()
+    nested = "[" * depth + "]" * depth
+    members["imgclf.json"] = text.replace('"dropped": []', f'"dropped": {nested}').encode()
+    assert members["imgclf.json"] != text.encode()
+    _zip(tmp_path / "deep.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"nest"):
+        imgclf.load(tmp_path / "deep.imgclf")
+
+
+# ------------------------------------------------------- paths in the file
+def test_every_path_parameter_of_the_rules_tables_is_reset():
+    from imgclf._manifest import PATH_PARAMETERS
+    from imgclf._params import PATH
+
+    for cls in (CNNClassifier, TransferClassifier):
+        for name, rule in cls._parameter_rules.items():
+            if PATH in rule.rules:
+                assert name in PATH_PARAMETERS, name
+    assert set(PATH_PARAMETERS) - {"backbone"} <= set(TransferClassifier._parameter_rules)
+
+
+def test_a_checkpoint_path_in_the_file_is_never_acted_on(fitted, saved, tmp_path, small_digits):
+    clf, X = fitted
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    _edit_manifest(
+        saved, tmp_path / "m.imgclf", lambda m: m["params"].update(checkpoint=str(victim))
+    )
+    with pytest.warns(UnsavedParameterWarning, match=r"names paths .*checkpoint='.*precious.txt'"):
+        back = imgclf.load(tmp_path / "m.imgclf")
+    assert back.checkpoint is None
+    np.testing.assert_array_equal(back.predict(X[:5]), clf.predict(X[:5]))
+    _, y = small_digits
+    back.set_params(epochs=1, warm_start=True).fit(X[:60], np.array(["a", "b", "c"])[y[:60]])
+    assert victim.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["m.imgclf", "precious.txt"]
+
+
+def test_transfer_path_parameters_are_reset(fitted_mobilenet_transfer, tmp_path):
+    clf, X = fitted_mobilenet_transfer
+    clf.save(tmp_path / "t.imgclf")
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"not weights")
+
+    def edit(manifest):
+        manifest["params"].update(
+            memory={"path": str(tmp_path / "features")},
+            weights=str(weights),
+            backbone=str(tmp_path / "net.keras"),
+            cache=str(tmp_path / "cache"),
+        )
+
+    _edit_manifest(tmp_path / "t.imgclf", tmp_path / "edited.imgclf", edit)
+    with pytest.warns(UnsavedParameterWarning, match="names paths") as record:
+        back = imgclf.load(tmp_path / "edited.imgclf")
+    message = str(record[-1].message)
+    for name in ("memory", "weights", "backbone", "cache"):
+        assert f"{name}=" in message
+    assert (back.memory, back.weights, back.backbone, back.cache) == (
+        None,
+        "imagenet",
+        "mobilenet_v2",
+        None,
+    )
+    np.testing.assert_array_equal(back.predict_proba(X[:4]), clf.predict_proba(X[:4]))
+    assert sorted(os.listdir(tmp_path)) == ["edited.imgclf", "t.imgclf", "w.weights.h5"]
+
+
+def test_pyproject_requires_the_keras_load_accepts():
+    import tomllib
+
+    from imgclf._manifest import SAFE_KERAS
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("not run from a source tree")
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (keras,) = [d for d in dependencies if re.match(r"keras\b", d)]
+    floor = tuple(int(p) for p in re.search(r">=\s*([\d.]+)", keras).group(1).split(".")[:2])
+    assert floor >= SAFE_KERAS
+
+
+def test_a_network_that_gives_no_probabilities_is_refused(saved, tmp_path):
+    keras = get_keras()
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))  # no softmax
+    keras.Model(inputs, logits).save(tmp_path / "logits.keras")
+    members = _members(saved)
+    members["model.keras"] = (tmp_path / "logits.keras").read_bytes()
+    _zip(tmp_path / "logits.imgclf", members)
+    with pytest.raises(ModelFileError, match=r"model.keras: the network gives .* not 3 class prob"):
+        imgclf.load(tmp_path / "logits.imgclf")
