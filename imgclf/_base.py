@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
 from . import pipeline
@@ -223,6 +224,10 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
         tags.input_tags.string = True  # a 1-D array of strings is a list of file paths
+        # transform gives float32 features, whatever the input's dtype. The
+        # tag is set because the estimator has transform; it is still a
+        # classifier, with no fit_transform (a Pipeline calls fit, then transform).
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     def set_params(self, **params):
@@ -516,13 +521,17 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
             source=f"{type(self).__name__}.{what}",
         )
 
-    def _dataset(self, images: Images, y=None, *, seed=None, shuffle=False) -> dict:
+    def _dataset(
+        self, images: Images, y=None, *, seed=None, shuffle=False, batch_size=None
+    ) -> dict:
+        """``pipeline.make_dataset`` for this network, in batches of
+        ``batch_size`` (the training batch ``batch_size_`` by default)."""
         return pipeline.make_dataset(
             images,
             y,
             size=self.image_size_,
             channels=self.n_channels_,
-            batch_size=self.batch_size_,
+            batch_size=batch_size or self.batch_size_,
             shuffle=shuffle,
             seed=seed,
             cache=self.cache,
