@@ -355,9 +355,10 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
+                seen = len(train) * max(1, len(history.get("loss", ())))
                 refresh_batchnorm(
                     self.model_,
-                    lambda: self._batchnorm_sample(images, train, seed),
+                    lambda: self._batchnorm_sample(images, train, seed, seen),
                     judge=self._holdout_loss(data),
                 )
         count_fitting(time.perf_counter() - started)
@@ -502,10 +503,12 @@ class BaseImageClassifier(ClassifierMixin, PredictMixin, PersistMixin, BaseEstim
 
         return loss
 
-    def _batchnorm_sample(self, images: Images, train, seed) -> list:
+    def _batchnorm_sample(self, images: Images, train, seed, images_seen=None) -> list:
         """Batches of network input from a random sample of the training images,
-        for :func:`imgclf._training.refresh_batchnorm`."""
-        size = batchnorm_sample_size(len(train), (*self.image_size_, self.n_channels_))
+        for :func:`imgclf._training.refresh_batchnorm` (``images_seen``: the
+        images the fit's epochs went through)."""
+        shape = (*self.image_size_, self.n_channels_)
+        size = batchnorm_sample_size(len(train), shape, images_seen)
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(train, size=size, replace=False))
         return [np.asarray(batch) for batch in self._predict_batches(images.subset(chosen))]
