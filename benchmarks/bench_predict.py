@@ -196,7 +196,15 @@ def throughput(runs: int) -> None:
     ``predict_proba`` 2.49 against 2.62 CPU s (0.950), ``transform``
     2.83 against 2.76 for the feature extractor (1.025). Before, the same
     ``predict_proba`` ran in the training batch, 32 here: 3.77 CPU s, 1.47
-    times the fastest batch.
+    times the fastest batch. MobileNetV2 at 96 px, 1,024 images, CPU s by
+    batch: 32: 5.61, 64: 5.62, 128: 5.09, 256: 5.11, 512: 5.01, 1024: 4.76,
+    2048: 4.93 (imgclf's batch: 32; an earlier scan of 2,048 images at a
+    lower load found 32 fastest: 7.96 against 9.24-9.81 from 256 up, so
+    the batch matters little there and the load decides). Against
+    ``model.predict`` at 1,024: ``predict_proba`` 5.56 against 5.39 CPU s
+    (1.032), ``transform`` 5.51 against 5.37 (1.026). 2,000 PNG files:
+    ``predict_proba`` in the prediction batch (512) 0.92 CPU s, 4.09 s wall,
+    against 1.29 CPU s, 4.13 s wall in the training batch (0.713 CPU).
     """
     from imgclf import TransferClassifier
 
