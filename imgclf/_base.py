@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
 from . import pipeline
@@ -230,6 +231,10 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
         tags.input_tags.string = True  # a 1-D array of strings is a list of file paths
+        # transform gives float32 features, whatever the input's dtype. The
+        # tag is set because the estimator has transform; it is still a
+        # classifier, with no fit_transform (a Pipeline calls fit, then transform).
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     def set_params(self, **params):
@@ -361,9 +366,10 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
                 history = self._train(self.model_, data)
+                seen = len(train) * max(1, len(history.get("loss", ())))
                 refresh_batchnorm(
                     self.model_,
-                    lambda: self._batchnorm_sample(images, train, seed),
+                    lambda: self._batchnorm_sample(images, train, seed, seen),
                     judge=self._holdout_loss(data),
                 )
         count_fitting(time.perf_counter() - started)
@@ -508,10 +514,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
 
         return loss
 
-    def _batchnorm_sample(self, images: Images, train, seed) -> list:
+    def _batchnorm_sample(self, images: Images, train, seed, images_seen=None) -> list:
         """Batches of network input from a random sample of the training images,
-        for :func:`imgclf._training.refresh_batchnorm`."""
-        size = batchnorm_sample_size(len(train), (*self.image_size_, self.n_channels_))
+        for :func:`imgclf._training.refresh_batchnorm` (``images_seen``: the
+        images the fit's epochs went through)."""
+        shape = (*self.image_size_, self.n_channels_)
+        size = batchnorm_sample_size(len(train), shape, images_seen)
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(train, size=size, replace=False))
         return [np.asarray(batch) for batch in self._predict_batches(images.subset(chosen))]
@@ -527,13 +535,17 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             source=f"{type(self).__name__}.{what}",
         )
 
-    def _dataset(self, images: Images, y=None, *, seed=None, shuffle=False) -> dict:
+    def _dataset(
+        self, images: Images, y=None, *, seed=None, shuffle=False, batch_size=None
+    ) -> dict:
+        """``pipeline.make_dataset`` for this network, in batches of
+        ``batch_size`` (the training batch ``batch_size_`` by default)."""
         return pipeline.make_dataset(
             images,
             y,
             size=self.image_size_,
             channels=self.n_channels_,
-            batch_size=self.batch_size_,
+            batch_size=batch_size or self.batch_size_,
             shuffle=shuffle,
             seed=seed,
             cache=self.cache,

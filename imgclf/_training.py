@@ -205,7 +205,12 @@ def _schedule_callback(schedule: str | None, learning_rate: float, epochs: int):
 
 # Seconds spent fitting since the last collection, and what that collection took.
 GARBAGE = {"fit_seconds": 0.0, "collect_seconds": 0.0}
-GARBAGE_SHARE = 0.02
+#: A collection (0.4-0.6 CPU s here with TensorFlow loaded) runs once fitting
+#: since the last one has taken 1 / GARBAGE_SHARE times as long: at 0.02 it
+#: ran before every other fit of 8,000 Fashion-MNIST images x 2 epochs on a
+#: loaded machine, 2 % of their CPU time, the whole of imgclf's allowance
+#: over plain Keras.
+GARBAGE_SHARE = 0.01
 
 
 def collect_garbage() -> None:
@@ -310,8 +315,18 @@ MIN_VALIDATION_PER_CLASS = 5
 #: BatchNorm statistics are recomputed at the end of ``fit`` from at most
 #: this many training images...
 BATCHNORM_IMAGES = 1024
-#: ...and at most this many bytes of them as float32 network input.
+#: ...and at most this many bytes of them as float32 network input...
 BATCHNORM_BYTES = 256 * 2**20
+#: ...and, beyond :data:`BATCHNORM_MIN_IMAGES`, at most this share of the
+#: images the fit's epochs went through: the refresh costs about two
+#: inference passes over its sample (1.2-1.5 CPU s of 1,024 Fashion-MNIST
+#: images for the default network), which was 6 % of a fit of 8,000 images
+#: x 2 epochs; at 256 images it is a quarter of that, and the statistics
+#: come from 256 x h x w positions per channel.
+BATCHNORM_SHARE = 0.01
+#: The sample is never cut below this many images (the training set's size
+#: if smaller): short fits are the ones whose statistics lag most.
+BATCHNORM_MIN_IMAGES = 256
 
 
 def holdout_size(fraction: float, counts: np.ndarray) -> int:
@@ -326,10 +341,19 @@ def holdout_size(fraction: float, counts: np.ndarray) -> int:
     return n_val
 
 
-def batchnorm_sample_size(n_train: int, image_shape: tuple[int, ...]) -> int:
-    """How many training images :func:`refresh_batchnorm` computes statistics on."""
+def batchnorm_sample_size(
+    n_train: int, image_shape: tuple[int, ...], images_seen: int | None = None
+) -> int:
+    """How many training images :func:`refresh_batchnorm` computes statistics
+    on: all of them up to :data:`BATCHNORM_IMAGES` and :data:`BATCHNORM_BYTES`,
+    and no more than :data:`BATCHNORM_SHARE` of ``images_seen`` (the images
+    the fit's epochs went through, if given) unless that is under
+    :data:`BATCHNORM_MIN_IMAGES`."""
     per_image = 4 * int(np.prod(image_shape))
-    return int(min(n_train, BATCHNORM_IMAGES, max(1, BATCHNORM_BYTES // per_image)))
+    size = min(n_train, BATCHNORM_IMAGES, max(1, BATCHNORM_BYTES // per_image))
+    if images_seen is not None:
+        size = min(size, max(BATCHNORM_MIN_IMAGES, int(BATCHNORM_SHARE * images_seen)))
+    return int(size)
 
 
 def refresh_batchnorm(model, sample, judge=None) -> int:

@@ -210,6 +210,9 @@ class CNNClassifier(BaseImageClassifier):
     ['accuracy', 'learning_rate', 'loss', 'val_accuracy', 'val_loss']
     """
 
+    # transform returns the pooled last stage, the classifier's input.
+    _features_layer = "pool"
+
     _parameter_rules = {
         **BaseImageClassifier._parameter_rules,
         "epochs": param(

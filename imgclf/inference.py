@@ -11,6 +11,12 @@ once per network and set of views, and kept in a table keyed weakly by the
 network: it goes away with the network (each fit builds a new one), and never
 sits on the estimator, so pickling and ``sklearn.base.clone`` never see it.
 
+Prediction runs in its own batch size (:func:`inference_batch_size`), not
+the training one: a forward pass keeps no activations for a backward one, so
+larger batches fit the CPU's caches, and up to a point each costs less per
+image. ``transform`` (:meth:`PredictMixin.transform`) runs the same way, on
+the network up to its feature layer (:func:`feature_model`).
+
 Test-time augmentation (fastai's ``tta``) averages the class probabilities
 over the image as given and a few fixed views of it (:func:`tta_views`):
 horizontal flips when the training augmentation flipped, then shifts by a
@@ -28,7 +34,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from . import decode
-from ._backend import get_tf
+from ._backend import get_keras, get_tf
 from ._pathargs import short_repr
 from ._validation import Images, check_images, check_predict_range, check_targets, label_kind
 from .exceptions import InputError
@@ -37,8 +43,36 @@ from .exceptions import InputError
 #: ``model.predict``; larger ones, and file paths, keep the tf.data pipeline.
 DIRECT_CALL_MAX_IMAGES = 512
 
+#: Prediction batches hold about this many pixels (height x width): measured with ``model.predict`` on 10,000 images (CPU
+#: time, medians of 3, loaded machine), the default CNN at 28x28 was fastest
+#: at 512 images (2.81 s; 128: 2.99 s, 32: 4.43 s, 2048: 2.88 s) and
+#: MobileNetV2 at 96x96 at 32 (7.96 s per 2,048 images; 16: 8.79 s, 128:
+#: 9.70 s, 512: 9.79 s): the best batch shrinks as the images grow, about
+#: as this budget says (``benchmarks/bench_predict.py --scan``).
+INFERENCE_PIXELS = 2**19
+#: Bounds of the prediction batch.
+INFERENCE_BATCH_MIN, INFERENCE_BATCH_MAX = 8, 512
+
 #: Shift directions of the TTA views, in the order they are added.
 _DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def inference_batch_size(image_size: tuple[int, int]) -> int:
+    """Images per batch in prediction for inputs of ``image_size``: the largest
+    power of two whose batch holds at most :data:`INFERENCE_PIXELS` pixels,
+    from :data:`INFERENCE_BATCH_MIN` to :data:`INFERENCE_BATCH_MAX`.
+
+    Examples
+    --------
+    >>> from imgclf.inference import inference_batch_size
+    >>> inference_batch_size((28, 28)), inference_batch_size((96, 96)), inference_batch_size((224, 224))
+    (512, 32, 8)
+    """
+    pixels = max(1, int(image_size[0]) * int(image_size[1]))
+    batch = INFERENCE_BATCH_MIN
+    while batch < INFERENCE_BATCH_MAX and 2 * batch * pixels <= INFERENCE_PIXELS:
+        batch *= 2
+    return batch
 
 
 class View(NamedTuple):
@@ -115,6 +149,20 @@ def apply_view(tf, x, view: View):
 
 
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def feature_model(model, layer: str):
+    """``model`` from its input to the output of its layer ``layer``, sharing
+    its layers (and so its weights): built once per model and layer, and
+    kept no longer than ``model`` (it holds no reference to it)."""
+    per_model = _EXTRACTORS.setdefault(model, {})
+    if layer not in per_model:
+        keras = get_keras()
+        per_model[layer] = keras.Model(
+            model.inputs[0], model.get_layer(layer).output, name=f"{model.name}_{layer}"
+        )
+    return per_model[layer]
 
 
 def traced_predictor(model, input_shape: tuple[int, int, int], views: list[View]):
@@ -148,16 +196,21 @@ def _trace(model_ref, input_shape, views):
 
 
 class PredictMixin:
-    """``predict``, ``predict_proba`` and ``network_input`` of
+    """``predict``, ``predict_proba``, ``transform`` and ``network_input`` of
     :class:`~imgclf._base.BaseImageClassifier`.
 
     The host class provides what a fit leaves (``model_``, ``classes_``,
-    ``image_size_``, ``n_channels_``, ``batch_size_``), the parameters
-    ``augment``, ``color_mode`` and ``tta`` with their ``_parameter_rules``,
-    and the two readers a fit uses as well: ``_dataset`` (the tf.data
-    pipeline) and ``_naming_bad_files``. A subclass may override
-    :meth:`_proba` (``TransferClassifier`` answers from its feature memory).
+    ``image_size_``, ``n_channels_``), the parameters ``augment``,
+    ``color_mode`` and ``tta`` with their ``_parameter_rules``, and the two
+    readers a fit uses as well: ``_dataset`` (the tf.data pipeline, given a
+    batch size) and ``_naming_bad_files``. A subclass may override
+    :meth:`_proba` and :meth:`_transform` (``TransferClassifier`` answers
+    from its feature memory), and names the layer ``transform`` returns in
+    ``_features_layer``.
     """
+
+    #: The layer whose output ``transform`` returns.
+    _features_layer = "features"
 
     def _check_predict_images(self, X) -> Images:
         """Validate ``X`` for a fitted network; every file must be readable."""
@@ -210,7 +263,7 @@ class PredictMixin:
         """
         check_is_fitted(self)
         images = self._check_predict_images(X)
-        x = self._dataset(images)["x"]
+        x = self._dataset(images, batch_size=self._inference_batch())["x"]
         if isinstance(x, np.ndarray):
             return x.astype(np.float32)
         with self._naming_bad_files(images, "network_input"):
@@ -246,29 +299,40 @@ class PredictMixin:
 
     def _proba(self, images: Images, views: list) -> np.ndarray:
         """``predict_proba`` of checked ``images``, averaged over ``views``."""
+        return self._network_output(self.model_, images, views, "predict").astype(np.float64)
+
+    def _network_output(self, network, images: Images, views: list, what: str) -> np.ndarray:
+        """``network``'s output for checked ``images`` (averaged over ``views``),
+        in prediction batches (:func:`inference_batch_size`). ``network`` takes
+        what ``model_`` takes; ``what`` names the caller in errors."""
         shape = (*self.image_size_, self.n_channels_)
         if len(views) == 1 and (images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES):
             # Many images or files: the tf.data pipeline reads ahead while the network runs.
-            with self._naming_bad_files(images, "predict"):
-                proba = self.model_.predict(verbose=0, **self._dataset(images))
-            return np.asarray(proba, dtype=np.float64)
-        call = traced_predictor(self.model_, shape, views)
-        with self._naming_bad_files(images, "predict"):
+            data = self._dataset(images, batch_size=self._inference_batch())
+            with self._naming_bad_files(images, what):
+                return np.asarray(network.predict(verbose=0, **data))
+        call = traced_predictor(network, shape, views)
+        with self._naming_bad_files(images, what):
             parts = [call(batch).numpy() for batch in self._predict_batches(images)]
-        return np.concatenate(parts).astype(np.float64)
+        return np.concatenate(parts)
+
+    def _inference_batch(self) -> int:
+        """Images per batch in prediction (see :func:`inference_batch_size`)."""
+        return inference_batch_size(self.image_size_)
 
     def _predict_batches(self, images: Images):
         """float32 batches of network input for the traced call: arrays sliced
         and converted here, anything else read through the pipeline."""
         tf = get_tf()
+        batch_size = self._inference_batch()
         if images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES:
-            data = self._dataset(images)["x"]
+            data = self._dataset(images, batch_size=batch_size)["x"]
             if not isinstance(data, np.ndarray):
                 yield from (tf.cast(batch[0], tf.float32) for batch in data)
                 return
             images = Images(array=data)
-        for start in range(0, len(images), self.batch_size_):
-            batch = tf.constant(images.array[start : start + self.batch_size_])
+        for start in range(0, len(images), batch_size):
+            batch = tf.constant(images.array[start : start + batch_size])
             yield decode.convert(tf, tf.cast(batch, tf.float32), self.image_size_, self.n_channels_)
 
     def _tta_views(self) -> list:
@@ -360,13 +424,61 @@ class PredictMixin:
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def transform(self, X) -> np.ndarray:
+        """The network's features of each image: what its classifier layer sees.
+
+        For :class:`~imgclf.CNNClassifier` the globally pooled last stage
+        (layer ``"pool"``, the penultimate layer: dropout passes it unchanged
+        in prediction), for :class:`~imgclf.TransferClassifier` the pooled
+        backbone features (layer ``"features"``); ``TransferClassifier``
+        with ``memory`` reads and stores them there.
+        So a fitted estimator serves as a feature extractor, e.g. before a
+        ``LogisticRegression`` in a ``Pipeline`` (which calls ``fit``, then
+        ``transform``) or for ``TSNE``. Computed like :meth:`predict_proba`,
+        in prediction batches, without test-time augmentation. There is no
+        ``fit_transform``: the estimator is a classifier that can also
+        transform, not a transformer.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images in any form :meth:`fit` takes; every file must be readable.
+
+        Returns
+        -------
+        ndarray of shape (n, n_features), dtype float32
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        imgclf.exceptions.ImageFileError
+            If a file cannot be read (one row is owed per sample).
+
+        See Also
+        --------
+        predict_proba : the classifier layer's output for the same images.
+        """
+        check_is_fitted(self)
+        return self._transform(self._check_predict_images(X))
+
+    def _transform(self, images: Images) -> np.ndarray:
+        """``transform`` of checked ``images``."""
+        network = feature_model(self.model_, self._features_layer)
+        return self._network_output(network, images, [View()], "transform").astype(np.float32)
+
 
 __all__ = [
     "DIRECT_CALL_MAX_IMAGES",
+    "INFERENCE_BATCH_MAX",
+    "INFERENCE_BATCH_MIN",
+    "INFERENCE_PIXELS",
     "PredictMixin",
     "View",
     "apply_view",
+    "feature_model",
     "flips_in",
+    "inference_batch_size",
     "max_views",
     "shift_pixels",
     "traced_predictor",

@@ -29,6 +29,7 @@ from .backbones import (
     unknown_backbone_message,
 )
 from .exceptions import InputError
+from .inference import feature_model
 from .persist import model_from_bytes, model_to_bytes
 
 
@@ -202,9 +203,12 @@ class TransferClassifier(BaseImageClassifier):
         backbone within a process (checked by a digest of its weights), and
         ``predict`` reads the features of images held there while the
         backbone is unchanged (it never needs them: other images run through
-        the whole network). Unused with ``augment`` (the features change every
-        epoch) and with ``weights=None`` and ``random_state=None`` (a new
-        random backbone every fit). A folder that cannot be written or holds
+        the whole network). :meth:`transform` reads the features held there
+        for ``model_``'s backbone as it is (a fine-tuned backbone has its own
+        entries) and stores the ones it computes, so a second ``transform``
+        of the same images runs no network. In fits, unused with ``augment``
+        (the features change every epoch) and with ``weights=None`` and
+        ``random_state=None`` (a new random backbone every fit). A folder that cannot be written or holds
         foreign files gives a :class:`~imgclf.featcache.FeatureCacheWarning`
         and training goes on.
     tta : int, default=0
@@ -675,11 +679,15 @@ class TransferClassifier(BaseImageClassifier):
             # predict may read these features while the backbone stays as it is.
             self.__dict__["_memory_key"] = store.network
         y = y_enc[train]
-        x = self._features_of(extractor, images.subset(train), y, store)
-        validation = None
-        if val is not None:
-            validation = (self._features_of(extractor, images.subset(val), y_enc[val], store),)
-            validation += (y_enc[val],)
+
+        def features(part: np.ndarray) -> np.ndarray:
+            def compute(subset: Images, rows: np.ndarray) -> np.ndarray:
+                return self._computed_features(extractor, subset, y_enc[part[rows]])
+
+            return self._features_of(images.subset(part), store, compute)
+
+        x = features(train)
+        validation = None if val is None else (features(val), y_enc[val])
         if store is not None:
             store.report()  # one warning a fit for the entries replaced
         return {
@@ -691,17 +699,18 @@ class TransferClassifier(BaseImageClassifier):
             "class_weight": self._class_weight(y),
         }
 
-    def _features_of(self, extractor, images: Images, y, store) -> np.ndarray:
+    def _features_of(self, images: Images, store, compute) -> np.ndarray:
         """Features of ``images`` in order: read from ``store`` where it has
-        them, computed (and stored) where not."""
+        them, computed (``compute(subset, rows)``, ``rows`` their positions in
+        ``images``) and stored where not."""
         if store is None:
-            return self._computed_features(extractor, images, y)
+            return compute(images, np.arange(len(images)))
         keys = _image_keys(images)
         found, _ = store.get(keys)
         missing = [i for i, f in enumerate(found) if f is None]
         if missing:
             part = images.subset(np.asarray(missing))
-            computed = self._computed_features(extractor, part, y[missing])
+            computed = compute(part, np.asarray(missing))
             # A file rewritten while it was read keeps its old key out of the
             # store: its features may be of either version.
             after = _image_keys(part)
@@ -783,8 +792,12 @@ class TransferClassifier(BaseImageClassifier):
             x = layer(x, training=False)
         return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
 
-    def _extractor_identity(self, extractor, images: Images) -> dict:
-        """Everything the features depend on besides the image and the weights."""
+    def _extractor_identity(self, extractor, images: Images, *, rounded=None) -> dict:
+        """Everything the features depend on besides the image and the weights;
+        ``rounded``: whether files are read from a pixel cache (by default,
+        as ``fit`` reads them: with ``cache`` set)."""
+        if rounded is None:
+            rounded = images.paths is not None and self.cache is not None
         named = self._named()
         if named is not None:
             architecture = named.name
@@ -805,9 +818,41 @@ class TransferClassifier(BaseImageClassifier):
             "color_mode": self.color_mode,
             "input_range": list(self.input_range_),
             # Pixel caches hold files decoded and rounded to uint8.
-            "rounded": images.paths is not None and self.cache is not None,
+            "rounded": rounded,
             "versions": [__version__, get_keras().__version__, get_tf().__version__],
         }
+
+    # ----------------------------------------------------------- transform
+    def _transform(self, images: Images) -> np.ndarray:
+        """The pooled features: with ``memory``, read from it where it holds
+        them for ``model_``'s backbone as it is now, the rest computed and
+        stored there for the next call (or fit)."""
+        store = self._transform_store(images)
+        if store is None:
+            return super()._transform(images)
+        base = super()._transform
+        return self._features_of(images, store, lambda subset, _: base(subset))
+
+    def _transform_store(self, images: Images):
+        """The ``memory`` store of ``model_``'s features as ``transform``
+        computes them (files streamed, never from a pixel cache), or None."""
+        root = featcache.location(self.memory)
+        if root is None:
+            return None
+        extractor = feature_model(self.model_, self._features_layer)
+        try:
+            identity = self._extractor_identity(extractor, images, rounded=False)
+            key = featcache.network_key(identity, _weights(extractor))
+        except Exception as exc:  # e.g. a custom layer without get_config
+            warnings.warn(
+                f"{type(self).__name__}(memory={root!r}) is not used by transform: the "
+                f"backbone could not be described for the cache ({type(exc).__name__}: {exc}). "
+                "Its features are computed in every call.",
+                featcache.FeatureCacheWarning,
+                stacklevel=3,
+            )
+            return None
+        return featcache.FeatureStore.open(root, key)
 
 
 class _Samples(NamedTuple):

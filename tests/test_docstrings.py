@@ -30,7 +30,15 @@ PUBLIC = {
     "imgclf.augment": ["augmentation_layers"],
 }
 # Methods whose docstrings also need Raises and See Also sections.
-ESTIMATOR_METHODS = ["fit", "predict", "predict_proba", "network_input", "save", "export"]
+ESTIMATOR_METHODS = [
+    "fit",
+    "predict",
+    "predict_proba",
+    "transform",
+    "network_input",
+    "save",
+    "export",
+]
 
 # numpydoc's checks that apply here: no docstring, parameters missing,
 # unknown or undescribed, no Returns section, sections out of order.

@@ -8,6 +8,7 @@ import pytest
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._training import (
+    BATCHNORM_MIN_IMAGES,
     MIN_VALIDATION_PER_CLASS,
     batchnorm_sample_size,
     holdout_size,
@@ -32,6 +33,11 @@ def test_batchnorm_sample_is_bounded_by_count_and_bytes():
     assert batchnorm_sample_size(60_000, (28, 28, 1)) == 1024
     # 224x224x3 float32 is 602,112 bytes: 256 MiB holds 445 of them.
     assert batchnorm_sample_size(60_000, (224, 224, 3)) == 445
+    # At most 1 % of the images the epochs went through, but never below 256.
+    assert batchnorm_sample_size(8000, (28, 28, 1), images_seen=16_000) == 256
+    assert batchnorm_sample_size(8000, (28, 28, 1), images_seen=80_000) == 800
+    assert batchnorm_sample_size(200, (28, 28, 1), images_seen=600) == 200
+    assert batchnorm_sample_size(60_000, (28, 28, 1), images_seen=240_000) == 1024
 
 
 def test_small_data_trains_without_holdout(small_digits):
@@ -50,6 +56,8 @@ def _norm_inputs(model, layer, x):
 
 def test_fit_ends_with_exact_batchnorm_statistics(small_digits):
     X, y = small_digits
+    # BATCHNORM_MIN_IMAGES or fewer: the statistics are those of every image.
+    X, y = X[:BATCHNORM_MIN_IMAGES], y[:BATCHNORM_MIN_IMAGES]
     clf = CNNClassifier(epochs=2, validation_fraction=0.0, augment="light", random_state=0)
     clf.fit(X, y)
     norms = [
