@@ -192,14 +192,6 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         """Problems that involve several parameters (each one valid alone)."""
         return []
 
-    def _deprecations(self) -> list[str]:
-        """FutureWarning texts for deprecated parameters that were set."""
-        return []
-
-    def _lr_schedule(self) -> str | None:
-        """The learning-rate schedule every stage runs (see ``lr_schedule``)."""
-        return self.lr_schedule
-
     def _network_channels(self, channels: int) -> int:
         """Number of channels the network takes, given the training data's."""
         return channels
@@ -310,8 +302,6 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         ``classes_`` and the ``history_`` of the epochs that ran, sets
         ``interrupted_ = True`` and warns.
         """
-        for message in self._deprecations():
-            warnings.warn(message, FutureWarning, stacklevel=2)
         check_params(self)  # first: the fit's run below reads checkpoint
         params = self.get_params(deep=False)
         before = snapshot(self, params)
@@ -593,7 +583,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             epochs=epochs,
             patience=self.patience,
             early_stopping=self.early_stopping,
-            lr_schedule=self._lr_schedule(),
+            lr_schedule=self.lr_schedule,
         )
         run = self.__dict__.get("_fit_run")
         initial_epoch, earlier = 0, {}

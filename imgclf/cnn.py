@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
-from ._params import BOOLEAN, NONE, Integer, Options, param
+from ._params import NONE, Integer, Options, param
 
-#: ``lr_schedule``'s default; the deprecated ``reduce_lr_on_plateau`` predates
-#: it, so with that parameter set it counts as no schedule chosen.
+#: ``lr_schedule``'s default.
 DEFAULT_LR_SCHEDULE = "one_cycle"
 
 
@@ -149,12 +148,6 @@ class CNNClassifier(BaseImageClassifier):
         Number of downsampling stages; ``None`` sizes it to the input.
     dropout : float, default=0.3
         Dropout rate before the classification layer.
-    reduce_lr_on_plateau : bool, default="deprecated"
-        Deprecated in 0.1, to be removed in 0.3: use ``lr_schedule``
-        (``True`` is ``lr_schedule="plateau"``, ``False`` a constant rate
-        unless ``lr_schedule`` is ``"cosine"``; the default ``"one_cycle"``
-        counts as not chosen). Setting it warns (``FutureWarning``) when
-        fitting.
     tta : int, default=0
         Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
         predicts on the images as given; ``n`` averages the class
@@ -223,11 +216,6 @@ class CNNClassifier(BaseImageClassifier):
         "filters": param(Integer(1), expected="an integer >= 1, e.g. 32"),
         "depth": param(NONE, Integer(0)),
         "dropout": DROPOUT,
-        "reduce_lr_on_plateau": param(
-            Options("deprecated"),
-            BOOLEAN,
-            expected="True or False (deprecated: pass lr_schedule instead)",
-        ),
     }
 
     def __init__(
@@ -256,7 +244,6 @@ class CNNClassifier(BaseImageClassifier):
         filters: int = 32,
         depth: int | None = None,
         dropout: float = 0.3,
-        reduce_lr_on_plateau="deprecated",
         tta: int = 0,
     ):
         self.epochs = epochs
@@ -282,45 +269,7 @@ class CNNClassifier(BaseImageClassifier):
         self.filters = filters
         self.depth = depth
         self.dropout = dropout
-        self.reduce_lr_on_plateau = reduce_lr_on_plateau
         self.tta = tta
-
-    def _deprecated_plateau(self) -> bool:
-        """Whether the deprecated ``reduce_lr_on_plateau`` was set (to a bool)."""
-        return not isinstance(self.reduce_lr_on_plateau, str)
-
-    def _check_params_together(self) -> list[str]:
-        if self._deprecated_plateau() and self.reduce_lr_on_plateau:
-            if not self._no_other_schedule():
-                return [
-                    f"reduce_lr_on_plateau=True (deprecated) and lr_schedule="
-                    f"{self.lr_schedule!r} ask for two schedules. Pass only lr_schedule."
-                ]
-        return []
-
-    def _deprecations(self) -> list[str]:
-        if not self._deprecated_plateau():
-            return []
-        now = "'plateau'" if self.reduce_lr_on_plateau else repr(self._lr_schedule())
-        return [
-            f"CNNClassifier: reduce_lr_on_plateau was deprecated in 0.1 and will be removed in "
-            f"0.3. Pass lr_schedule={now} instead (reduce_lr_on_plateau="
-            f"{bool(self.reduce_lr_on_plateau)} is taken as that now)."
-        ]
-
-    def _lr_schedule(self) -> str | None:
-        if not self._deprecated_plateau():
-            return self.lr_schedule
-        if self.reduce_lr_on_plateau:
-            return "plateau"
-        # False meant a constant rate, unless another schedule was chosen.
-        return None if self._no_other_schedule() else self.lr_schedule
-
-    def _no_other_schedule(self) -> bool:
-        """Whether ``lr_schedule`` leaves the deprecated ``reduce_lr_on_plateau``
-        to decide: it is ``"plateau"`` or the default (see
-        :data:`DEFAULT_LR_SCHEDULE`)."""
-        return self.lr_schedule in ("plateau", DEFAULT_LR_SCHEDULE)
 
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers

@@ -1,6 +1,6 @@
 """Learning-rate tools: the ``lr_schedule`` parameter (its curves, per batch,
-through checkpoints, two stages, mixed precision and a strategy), the
-deprecated ``reduce_lr_on_plateau``, and ``lr_find`` (its suggestion, the
+through checkpoints, two stages, mixed precision and a strategy) and
+``lr_find`` (its suggestion, the
 estimator it leaves untouched, its errors, its picture)."""
 
 import math
@@ -236,35 +236,6 @@ def test_a_resumed_fit_picks_the_cycle_up_where_it_was(small_digits, tmp_path):
 
 
 # ------------------------------------------------------------ deprecation
-@pytest.mark.parametrize(
-    ("old", "schedule", "now"),
-    [
-        (True, "plateau", "plateau"),
-        (True, "one_cycle", "plateau"),  # the default schedule counts as not chosen
-        (False, "plateau", None),
-        (False, "one_cycle", None),
-        (False, "cosine", "cosine"),
-    ],
-)
-def test_reduce_lr_on_plateau_is_deprecated_and_mapped(small_digits, old, schedule, now):
-    X, y = small_digits[0][:64], small_digits[1][:64]
-    clf = CNNClassifier(epochs=1, reduce_lr_on_plateau=old, lr_schedule=schedule, **TINY)
-    assert clf._lr_schedule() == now
-    with pytest.warns(FutureWarning, match=rf"removed in 0\.3\. Pass lr_schedule={now!r}"):
-        clf.fit(X, y)
-    assert clf.reduce_lr_on_plateau is old  # a parameter, stored as given
-    assert len(clf.history_["learning_rate"]) == 1
-
-
-def test_reduce_lr_on_plateau_contradicting_lr_schedule_is_refused(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(reduce_lr_on_plateau=True, lr_schedule="cosine")
-    with pytest.raises(InputError, match="Pass only lr_schedule"), pytest.warns(FutureWarning):
-        clf.fit(X, y)
-    with pytest.raises(InputError, match="reduce_lr_on_plateau='yes'"):
-        CNNClassifier(reduce_lr_on_plateau="yes").fit(X, y)
-
-
 def test_no_warning_when_the_deprecated_parameter_is_left_alone(small_digits):
     X, y = small_digits[0][:64], small_digits[1][:64]
     with warnings.catch_warnings():

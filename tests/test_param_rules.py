@@ -78,7 +78,6 @@ def test_generated_values_include_the_edges():
     assert "ligth" in values[("CNNClassifier", "augment")]
 
 
-@pytest.mark.filterwarnings("ignore:.*reduce_lr_on_plateau:FutureWarning")
 @pytest.mark.parametrize("estimator, name, value", CASES)
 def test_an_invalid_parameter_is_named_before_training(estimator, name, value, monkeypatch):
     def no_network(self, *args, **kwargs):
