@@ -31,6 +31,7 @@ import zipfile
 
 import numpy as np
 
+from ._files import NotRegularFileError, open_regular
 from .persist import atomic_write
 
 FORMAT = "imgclf-checkpoint-1"
@@ -182,16 +183,13 @@ class _Archive:
     directory checked before ``zipfile`` parses it."""
 
     def __init__(self, path: str):
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-        try:
-            fd = os.open(path, flags)  # non-blocking: opening a named pipe does not wait
+        try:  # non-blocking: opening a named pipe does not wait
+            fd, st = open_regular(path)
+        except NotRegularFileError as exc:
+            raise Unusable(f"it {exc.problem}") from None
         except OSError as exc:
             raise Unusable(f"it cannot be opened ({type(exc).__name__}: {exc})") from None
         self.file = os.fdopen(fd, "rb")
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            self.file.close()
-            raise Unusable("it is not a regular file")
         self.identity = _identity(st)
         try:
             _check_directory(self.file, st.st_size)

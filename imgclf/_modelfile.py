@@ -26,12 +26,12 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat
 import struct
 import zipfile
 
 import numpy as np
 
+from ._files import NotRegularFileError, open_regular
 from ._values import BadValue
 from .exceptions import ModelFileError
 
@@ -70,26 +70,20 @@ def _size(n: int) -> str:
 def open_model_file(path: str):
     """``(binary file, size)`` of the regular file at ``path``, opened without
     blocking (a FIFO would wait for a writer); anything else is refused."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        fd, info = open_regular(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"No saved model at {path!r}.") from None
-    except IsADirectoryError:  # Windows
-        raise ModelFileError(
-            f"{path!r} is a folder; imgclf.load reads the file clf.save wrote."
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
+    except NotRegularFileError as exc:
+        if "folder" in exc.problem:
             raise ModelFileError(
                 f"{path!r} is a folder; imgclf.load reads the file clf.save wrote."
-            )
-        if not stat.S_ISREG(info.st_mode):
-            raise ModelFileError(
-                f"{path!r} is not a regular file (a pipe, a device or a socket): imgclf.load "
-                "reads only the file clf.save wrote, and does not read from a stream."
-            )
+            ) from None
+        raise ModelFileError(
+            f"{path!r} {exc.problem}: imgclf.load reads only the file clf.save wrote, and "
+            "does not read from a stream."
+        ) from None
+    try:
         if info.st_size == 0:
             raise ModelFileError(f"{path!r} is empty: it is not a saved imgclf model.")
         if info.st_size > MAX_FILE_BYTES:
