@@ -14,6 +14,9 @@ training images per class drawn per seed, scored on the first
 ``transfer@<size>``, ``TransferClassifier(backbone=..., image_size=<size>)``
 with its defaults otherwise (and ``--set``), one per ``--image-sizes``
 (default: the backbone's own size), and ``scratch``, ``CNNClassifier()``.
+``--sides recipe@<size>`` adds the Keras guide's recipe (below) on the same
+backbone: grey repeated to RGB, resized and scaled as its weights expect,
+``--epochs`` frozen then ``--fine-tune-epochs`` with all of it unfrozen.
 ``--memory <folder>`` passes ``memory=<folder>`` and first stores the test
 images' features there, so a fit without fine-tuning (``--set
 fine_tune_epochs=0``) is scored from the stored features: a head-only
@@ -98,7 +101,8 @@ import numpy as np
 from _datasets import load_fashion_mnist
 
 from imgclf import CNNClassifier, TransferClassifier
-from imgclf._backend import get_keras
+from imgclf._backend import get_keras, get_tf
+from imgclf.backbones import get_backbone
 
 #: Per dataset: the source network's classes and the target classes.
 SPLITS = {
@@ -196,6 +200,59 @@ class Recipe:
     def predict(self, X):
         proba = self.model.predict(X[..., None].astype("float32"), batch_size=256, verbose=0)
         return self.classes_[proba.argmax(1)]
+
+
+class NamedRecipe(Recipe):
+    """The same recipe on a named ImageNet backbone (``--backbone``), with the
+    input handling a user writes for it: grey repeated to RGB, resized to
+    ``size`` and scaled as the backbone's weights expect, before the model."""
+
+    def __init__(self, backbone: str, size: int, epochs, fine_tune_epochs, seed):
+        super().__init__(backbone, epochs, fine_tune_epochs, seed)
+        self.size = size
+
+    def inputs(self, X):
+        tf = get_tf()
+        for start in range(0, len(X), 250):
+            x = tf.convert_to_tensor(X[start : start + 250, ..., None], tf.float32)
+            x = tf.image.resize(tf.image.grayscale_to_rgb(x), (self.size, self.size))
+            matrix, offset = self.named.preprocess_affine()  # x / 255 @ A + b
+            yield (x.numpy() / 255.0) @ matrix.astype(np.float32) + offset.astype(np.float32)
+
+    def fit(self, X, y):
+        keras = get_keras()
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(self.seed)
+        self.named = get_backbone(self.source)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        base = self.named.build((self.size, self.size, 3), "imagenet")
+        base.trainable = False
+        augment = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)]
+        )
+        inputs = keras.Input(shape=(self.size, self.size, 3))
+        x = base(augment(inputs), training=False)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dropout(0.2)(x)
+        outputs = keras.layers.Dense(len(self.classes_), activation="softmax")(x)
+        self.model = keras.Model(inputs, outputs)
+        x_train = np.concatenate(list(self.inputs(X)))
+        for trainable, rate, epochs in (
+            (False, 1e-3, self.epochs),
+            (True, 1e-5, self.fine_tune_epochs),
+        ):
+            base.trainable = trainable
+            self.model.compile(
+                optimizer=keras.optimizers.Adam(rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            self.model.fit(x_train, y_enc, batch_size=32, epochs=epochs, verbose=0)
+        return self
+
+    def predict(self, X):
+        proba = [self.model.predict(x, batch_size=64, verbose=0) for x in self.inputs(X)]
+        return self.classes_[np.concatenate(proba).argmax(1)]
 
 
 def per_class(X, y, classes, n, rng):
@@ -383,6 +440,9 @@ def imagenet_backbone(args) -> None:
             return CNNClassifier(random_state=seed)
         size = side.partition("@")[2]
         size = None if size in ("", "default") else int(size)
+        if side.startswith("recipe"):
+            size = size or get_backbone(args.backbone).default_size
+            return NamedRecipe(args.backbone, size, args.epochs, args.fine_tune_epochs, seed)
         return TransferClassifier(
             backbone=args.backbone, image_size=size, random_state=seed, **extra
         )
