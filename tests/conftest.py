@@ -71,3 +71,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "benchmark" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone():
+    """A one-convolution backbone for TransferClassifier tests (a new one a module)."""
+    from imgclf._backend import get_keras
+
+    keras = get_keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # a backbone takes pixels in 0-255
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """How many images TransferClassifier's backbone ran over, call by call."""
+    from imgclf import TransferClassifier
+
+    counts = []
+    original = TransferClassifier._computed_features
+
+    def counting(self, extractor, images, y):
+        counts.append(len(images))
+        return original(self, extractor, images, y)
+
+    monkeypatch.setattr(TransferClassifier, "_computed_features", counting)
+    return counts

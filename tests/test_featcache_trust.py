@@ -18,21 +18,10 @@ import numpy as np
 import pytest
 
 from imgclf import TransferClassifier, featcache
-from imgclf._backend import get_keras
 from imgclf.featcache import FeatureCacheWarning, FeatureStore
 
 HEADER = struct.Struct("<8sII16s16s16s")  # the entry header of featcache (format 2)
 N_DAMAGED = 5
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone():
-    keras = get_keras()
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    return keras.Model(inputs, x)
 
 
 def clf(backbone, memory=None):
@@ -60,20 +49,6 @@ def clean(tiny_backbone, small_digits, tmp_path_factory):
     clf(tiny_backbone, str(root)).fit(X, y)
     fitted = clf(tiny_backbone, str(root)).fit(X, y)
     return root, X, y, fitted.predict_proba(X), fitted.history_["loss"]
-
-
-@pytest.fixture
-def computed(monkeypatch):
-    """How many images the backbone ran over (one count per call)."""
-    counts = []
-    original = TransferClassifier._computed_features
-
-    def counting(self, extractor, images, y):
-        counts.append(len(images))
-        return original(self, extractor, images, y)
-
-    monkeypatch.setattr(TransferClassifier, "_computed_features", counting)
-    return counts
 
 
 def parse(path):

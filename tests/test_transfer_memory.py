@@ -16,33 +16,8 @@ import pytest
 from sklearn.model_selection import GridSearchCV
 
 from imgclf import TransferClassifier, featcache
-from imgclf._backend import get_keras
 from imgclf._base import BaseImageClassifier
 from imgclf.featcache import FeatureCacheWarning, FeatureStore
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone():
-    keras = get_keras()
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)  # a backbone takes pixels in 0-255
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    return keras.Model(inputs, x)
-
-
-@pytest.fixture
-def computed(monkeypatch):
-    """How many images the backbone ran over, fit by fit (one count per call)."""
-    counts = []
-    original = TransferClassifier._computed_features
-
-    def counting(self, extractor, images, y):
-        counts.append(len(images))
-        return original(self, extractor, images, y)
-
-    monkeypatch.setattr(TransferClassifier, "_computed_features", counting)
-    return counts
 
 
 def _clf(backbone, **params):

@@ -90,16 +90,6 @@ def test_pipeline_with_logistic_regression(small_digits):
 
 
 # ------------------------------------------------------------- transfer
-@pytest.fixture(scope="module")
-def tiny_backbone():
-    keras = get_keras()
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    return keras.Model(inputs, x)
-
-
 @pytest.fixture
 def network_runs(monkeypatch):
     """How many images transform ran a network over, call by call."""
