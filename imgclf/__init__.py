@@ -12,6 +12,7 @@ __version__ = "0.1.0.dev0"
 _EXPORTS = {
     "CNNClassifier": ".cnn",
     "TransferClassifier": ".transfer",
+    "find_label_issues": ".audit",
     "load": ".persist",
     "load_csv": ".data",
     "load_filenames": ".data",
