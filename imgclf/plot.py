@@ -1,5 +1,5 @@
 """Pictures of a fitted classifier: learning curves, confusion matrix, the worst
-mistakes, and Grad-CAM heat maps. Drawing only: what is drawn is computed in
+mistakes, Grad-CAM heat maps, and the images whose label looks wrong. Drawing only: what is drawn is computed in
 :mod:`imgclf.explain` (whose :func:`top_losses` and :func:`grad_cam` are also
 importable from here).
 
@@ -259,6 +259,16 @@ def _for_display(estimator, images: np.ndarray) -> np.ndarray:
     return shown[..., 0] if shown.shape[-1] == 1 else shown
 
 
+def _grid(n: int, ncols: int | None):
+    """A figure with a grid of ``n`` image cells (about square unless
+    ``ncols`` is given), each 2.3 x 2.6 inches to leave room for a
+    three-line title; returns ``(figure, flat array of axes)``."""
+    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = _figure(2.3 * ncols, 2.6 * nrows)
+    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
+
+
 def plot_top_losses(
     estimator, X, y, *, n: int = 16, proba=None, ncols: int | None = None, path=None
 ):
@@ -300,10 +310,7 @@ def plot_top_losses(
     index, losses, proba = top_losses(estimator, X, y, n=n, proba=proba)
     y = np.asarray(y)
     images = _for_display(estimator, estimator.network_input(_safe_indexing(X, index)))
-    ncols = ncols or max(1, math.ceil(math.sqrt(len(index))))
-    nrows = max(1, math.ceil(len(index) / ncols))
-    fig = _figure(2.3 * ncols, 2.6 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = _grid(len(index), ncols)
     classes = estimator.classes_.tolist()
     true_columns = class_index(estimator.classes_, y[index])
     for ax, i, column, loss, image in zip(axes, index, true_columns, losses, images, strict=False):
@@ -321,6 +328,109 @@ def plot_top_losses(
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"top {len(index)} losses (worst first)")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------- label issues
+def _pixels(X, index, paths) -> list[np.ndarray]:
+    """The images at ``index`` in 0-1 for ``imshow``: decoded from ``paths``
+    when given, else taken from the array ``X`` (flattened square rows
+    reshaped; uint8 divided by 255, other types stretched over the range of
+    the images shown); greyscale as 2-D, alpha dropped."""
+    if paths is not None:
+        from .decode import pillow_pixels
+
+        images = [pillow_pixels(p)[..., :3] / 255.0 for p in paths]
+    else:
+        shown = np.asarray(_safe_indexing(X, index))
+        if shown.ndim == 2:  # flattened: square greyscale (digits' 64 -> 8x8) or a strip
+            side = math.isqrt(shown.shape[1])
+            shape = (side, side) if side * side == shown.shape[1] else (1, shown.shape[1])
+            shown = shown.reshape(len(shown), *shape)
+        if shown.dtype == np.uint8:
+            shown = shown / 255.0
+        elif shown.size:
+            low, high = float(np.min(shown)), float(np.max(shown))
+            shown = (shown - low) / ((high - low) or 1.0)
+        images = list(shown[..., :3] if shown.ndim == 4 else shown)
+    return [
+        np.clip(im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im, 0, 1) for im in images
+    ]
+
+
+def plot_label_issues(issues, X=None, *, n: int = 16, ncols: int | None = None, path=None):
+    """A grid of the images whose label is suspected wrong, worst first, each
+    titled with its given label, the suggested one (with its out-of-fold
+    probability) and the label quality score.
+
+    Parameters
+    ----------
+    issues : imgclf.audit.LabelIssues
+        What :func:`imgclf.find_label_issues` returned.
+    X : images or paths, optional
+        The ``X`` given to :func:`~imgclf.find_label_issues`. Needed for
+        arrays; with paths the result names the files, which are read again.
+    n : int, default=16
+        Number of images shown (the ``n`` worst).
+    ncols : int, optional
+        Columns of the grid (about square by default).
+    path : str or PathLike, optional
+        Also write the figure there.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgclf import find_label_issues
+    >>> from imgclf.plot import plot_label_issues
+    >>> X = np.zeros((8, 4, 4), dtype=np.uint8)
+    >>> y = np.array(["cat"] * 4 + ["dog"] * 4)
+    >>> pred_probs = np.array([[0.9, 0.1]] * 3 + [[0.05, 0.95]] + [[0.1, 0.9]] * 4)
+    >>> issues = find_label_issues(None, X, y, pred_probs=pred_probs)
+    >>> fig = plot_label_issues(issues, X)  # or path="suspects.png"
+    >>> fig.axes[0].get_title().splitlines()
+    ['given cat', 'suggested dog (0.95)', 'quality 0.05']
+    """
+    from .audit import LabelIssues
+
+    if not isinstance(issues, LabelIssues):
+        raise InputError(
+            "plot_label_issues draws what imgclf.find_label_issues returns (a LabelIssues), "
+            f"got {type(issues).__name__}."
+        )
+    if issues.path is None:
+        if X is None:
+            raise InputError(
+                "plot_label_issues needs X, the images given to find_label_issues (the "
+                "result names files only when X was a list of paths)."
+            )
+        if len(X) != len(issues.pred_probs):
+            raise InputError(
+                f"plot_label_issues: X has {len(X)} images but the labels checked were "
+                f"{len(issues.pred_probs)}; give the X given to find_label_issues."
+            )
+    shown = min(n, len(issues))
+    fig, axes = _grid(max(shown, 1), ncols)
+    paths = None if issues.path is None else issues.path[:shown]
+    images = _pixels(X, issues.index[:shown], paths)
+    for k, (ax, image) in enumerate(zip(axes, images, strict=False)):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+        given, suggested = issues.given_label[k], issues.suggested_label[k]
+        ax.set_title(
+            f"given {_short(given, 12)}\nsuggested {_short(suggested, 12)} "
+            f"({issues.suggested_proba[k]:.2f})\nquality {issues.label_quality[k]:.2f}",
+            fontsize="small",
+            color="tab:red" if given != suggested else "black",
+        )
+    for ax in axes:
+        ax.axis("off")
+    if not shown:
+        axes[0].text(0.5, 0.5, "no label issues found", ha="center", va="center")
+    title = f"{shown} of {len(issues)} suspected label errors (worst first)"
+    fig.suptitle(title if len(issues) else "no suspected label errors")
     return _save(fig, path)
 
 
@@ -385,6 +495,7 @@ __all__ = [
     "grad_cam",
     "plot_confusion_matrix",
     "plot_grad_cam",
+    "plot_label_issues",
     "plot_learning_curves",
     "plot_top_losses",
     "top_losses",
