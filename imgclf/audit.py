@@ -199,7 +199,7 @@ def _n_splits(cv) -> int | None:
                 "image is judged by a model fitted on the other folds."
             )
         return int(cv)
-    if hasattr(cv, "get_n_splits") or hasattr(cv, "__iter__"):
+    if hasattr(cv, "get_n_splits") or (hasattr(cv, "__iter__") and not isinstance(cv, str)):
         return None
     raise InputError(
         f"find_label_issues: cv={cv!r}; give a number of folds (e.g. 5) or a scikit-learn "
@@ -365,7 +365,7 @@ def find_label_issues(
     if (labels < 0).any():
         first = int(np.flatnonzero(labels < 0)[0])
         raise InputError(
-            f"find_label_issues: label {y[first]!r} (position {first}) is not among the "
+            f"find_label_issues: label {_plain(y[first])!r} (position {first}) is not among the "
             f"classes of pred_probs {classes.tolist()[:10]}."
         )
     index = cl_filter.find_label_issues(

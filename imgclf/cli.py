@@ -1,4 +1,4 @@
-"""The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``.
+"""The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``, ``audit``.
 
 Parsing and ``--help`` never import TensorFlow; each command imports what it
 needs when it runs. Errors print one ``imgclf: error: ...`` message and exit
@@ -381,6 +381,50 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from collections import Counter
+
+    from ._pathargs import check_output_file
+    from .audit import FILTERS, find_label_issues
+    from .exceptions import InputError
+
+    # Option mistakes first, before scanning a large folder.
+    clf = _estimator(args)
+    if args.filter not in FILTERS:
+        raise InputError(f"--filter {args.filter}: expected one of {', '.join(FILTERS)}.")
+    if args.cv < 2:
+        raise InputError(f"--cv {args.cv}: at least 2 folds (5 is usual).")
+    out = check_output_file(args.out, "--out", example="suspects.csv")
+    X, y = _load_data(args)
+    print(f"Found {_describe_data(y)}.", flush=True)
+    print(f"Fitting {args.cv} models, each judging the images it was not trained on...", flush=True)
+    issues = find_label_issues(clf, X, y, cv=args.cv, filter_by=args.filter)
+    issues.to_csv(out)
+    share = 100 * len(issues) / len(y)
+    print(f"{len(issues)} of {len(y)} labels look wrong ({share:.1f} %).")
+    if len(issues):
+        by_label = Counter(str(label) for label in issues.given_label.tolist())
+        print("By given label: " + ", ".join(f"{k} ({v})" for k, v in by_label.most_common()))
+        print("Worst (given -> suggested, label quality):")
+        for row in issues.rows()[: args.show]:
+            print(
+                f"  {row['path']}: {row['given_label']} -> {row['suggested_label']} "
+                f"({row['label_quality']:.3f})"
+            )
+    print(f"Wrote the suspects to {out} (path, given_label, suggested_label, label_quality).")
+    if args.plots and len(issues):
+
+        def draw(folder):
+            from . import plot
+
+            path = os.path.join(folder, "label_issues.png")
+            plot.plot_label_issues(issues, n=args.top, path=path)
+            return [path]
+
+        _pictures(args.plots, draw)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def _image_size(text: str):
     parts = text.lower().replace("x", ",").split(",")
@@ -436,6 +480,53 @@ def _data_options(parser) -> None:
     )
 
 
+def _model_options(parser) -> None:
+    """The classifier and its settings (``imgclf train`` and ``imgclf audit``)."""
+    parser.add_argument(
+        "--model", choices=("cnn", "transfer"), default="cnn", help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help="transfer: keras.applications backbone (default mobilenet_v2)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="W",
+        help="transfer: 'imagenet' (default), 'none' (train from scratch) or a weights file",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="maximum epochs (of the frozen stage for transfer)"
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        help="transfer: maximum epochs of the fine-tune stage (default 10; 0 skips it)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="SIZE",
+        help="network input size, e.g. 64 or 96x128",
+    )
+    parser.add_argument(
+        "--batch-size", type=_batch_size, metavar="N", help="images per step (default auto)"
+    )
+    parser.add_argument("--learning-rate", type=float, metavar="LR")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "one_cycle", "cosine", "none"),
+        help="learning-rate schedule (default: one_cycle for cnn, none for transfer)",
+    )
+    parser.add_argument(
+        "--augment", choices=("light", "standard", "heavy"), help="augmentation preset"
+    )
+    parser.add_argument(
+        "--validation-fraction", type=float, metavar="F", help="hold-out for early stopping"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the command; SUPPRESS keeps the
     # sub-command's absent flag from overwriting one given before it.
@@ -474,49 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", parents=[debug], help="train a classifier on a folder of images and save it"
     )
     _data_options(train)
-    train.add_argument(
-        "--model", choices=("cnn", "transfer"), default="cnn", help="default: %(default)s"
-    )
-    train.add_argument(
-        "--backbone",
-        metavar="NAME",
-        help="transfer: keras.applications backbone (default mobilenet_v2)",
-    )
-    train.add_argument(
-        "--weights",
-        metavar="W",
-        help="transfer: 'imagenet' (default), 'none' (train from scratch) or a weights file",
-    )
-    train.add_argument(
-        "--epochs", type=int, help="maximum epochs (of the frozen stage for transfer)"
-    )
-    train.add_argument(
-        "--fine-tune-epochs",
-        type=int,
-        help="transfer: maximum epochs of the fine-tune stage (default 10; 0 skips it)",
-    )
-    train.add_argument(
-        "--image-size",
-        type=_image_size,
-        metavar="SIZE",
-        help="network input size, e.g. 64 or 96x128",
-    )
-    train.add_argument(
-        "--batch-size", type=_batch_size, metavar="N", help="images per step (default auto)"
-    )
-    train.add_argument("--learning-rate", type=float, metavar="LR")
-    train.add_argument(
-        "--lr-schedule",
-        choices=("plateau", "one_cycle", "cosine", "none"),
-        help="learning-rate schedule (default: one_cycle for cnn, none for transfer)",
-    )
-    train.add_argument(
-        "--augment", choices=("light", "standard", "heavy"), help="augmentation preset"
-    )
-    train.add_argument(
-        "--validation-fraction", type=float, metavar="F", help="hold-out for early stopping"
-    )
-    train.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
+    _model_options(train)
     train.add_argument(
         "--out", required=True, metavar="MODEL", help="file to save the trained model to"
     )
@@ -558,6 +607,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _progress_option(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    audit = sub.add_parser(
+        "audit",
+        parents=[debug],
+        help="find images whose label looks wrong (cross-validated fits, cleanlab); CSV of suspects",
+    )
+    _data_options(audit)
+    _model_options(audit)
+    audit.add_argument(
+        "--cv",
+        type=int,
+        default=5,
+        metavar="K",
+        help="folds: K models fitted (default: %(default)s)",
+    )
+    audit.add_argument(
+        "--filter",
+        metavar="RULE",
+        default="prune_by_noise_rate",
+        help="cleanlab's rule for flagging: prune_by_noise_rate (default), prune_by_class, both, "
+        "confident_learning, predicted_neq_given (every disagreement), low_normalized_margin, "
+        "low_self_confidence",
+    )
+    audit.add_argument(
+        "--out",
+        metavar="CSV",
+        default="suspects.csv",
+        help="the suspects, worst first (default: %(default)s)",
+    )
+    audit.add_argument(
+        "--show", type=int, default=10, metavar="N", help="suspects printed (default: %(default)s)"
+    )
+    audit.add_argument("--plots", metavar="DIR", help="also save a picture of the suspects there")
+    audit.add_argument(
+        "--top",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images in the picture (default: %(default)s)",
+    )
+    audit.add_argument("--quiet", action="store_true", help="no progress bars")
+    audit.set_defaults(func=_cmd_audit)
     return parser
 
 
