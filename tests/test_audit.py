@@ -1,6 +1,7 @@
 """imgclf.find_label_issues (imgclf.audit): out-of-fold probabilities read by cleanlab."""
 
 import csv
+import os
 import sys
 
 import numpy as np
@@ -216,3 +217,120 @@ def test_finds_flipped_digits():
     print(f"recall {recall:.3f} precision {precision:.3f} ({len(issues)} flagged)")
     assert recall >= 0.6
     assert precision >= 0.5
+
+
+# ------------------------------------------------------------- command line
+def _run(argv, capsys):
+    from imgclf.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def mislabelled_folder(tmp_path):
+    """``data/<class>/`` with 6 images each, file names starting with the
+    class the pixels show; ``cols/bar_99.png`` shows bars (its label is wrong)."""
+    X, y = _patterns()
+    names = ["bars", "cols", "dots"]
+    for image, label in zip(X, y, strict=True):
+        folder = tmp_path / "data" / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(
+            folder / f"{names[label][:3]}_{len(list(folder.iterdir()))}.png"
+        )
+    Image.fromarray(X[0]).save(tmp_path / "data" / "cols" / "bar_99.png")
+    return tmp_path
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """cross_val_predict replaced by probabilities read from the file names
+    (0.9 on the class a file's name starts with): the command without fits."""
+    import sklearn.model_selection
+
+    calls = []
+
+    def by_file_name(estimator, X, y, *, cv, method):
+        calls.append((type(estimator).__name__, cv, method))
+        prefixes = ["bar", "col", "dot"]
+        true = [prefixes.index(os.path.basename(path)[:3]) for path in X]
+        probs = np.full((len(X), 3), 0.05)
+        probs[np.arange(len(X)), true] = 0.9
+        return probs
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", by_file_name)
+    return calls
+
+
+def test_cli_audit_writes_suspects(mislabelled_folder, oracle, capsys):
+    out_csv = mislabelled_folder / "suspects.csv"
+    data = str(mislabelled_folder / "data")
+    argv = [
+        "audit",
+        data,
+        "--out",
+        str(out_csv),
+        "--cv",
+        "3",
+        "--plots",
+        str(mislabelled_folder / "pics"),
+    ]
+    code, out, err = _run([*argv, "--debug"], capsys)
+    assert code == 0, err
+    assert oracle == [("CNNClassifier", 3, "predict_proba")]
+    suspect = os.path.join(data, "cols", "bar_99.png")
+    with open(out_csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["path"], r["given_label"], r["suggested_label"]) for r in table] == [
+        (suspect, "cols", "bars")
+    ]
+    assert float(table[0]["label_quality"]) == pytest.approx(0.05)
+    assert "Found 19 images in 3 classes" in out
+    assert "1 of 19 labels look wrong (5.3 %)." in out
+    assert f"{suspect}: cols -> bars (0.050)" in out
+    picture = mislabelled_folder / "pics" / "label_issues.png"
+    assert str(picture) in out and picture.stat().st_size > 2_000
+
+
+def test_cli_audit_help_lists_every_filter(capsys):
+    from imgclf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for rule in FILTERS:
+        assert rule in text
+    for option in ("--cv", "--out", "--csv", "--prefix", "--model", "--epochs", "--image-size"):
+        assert option in text
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cv", "1"], "--cv 1: at least 2 folds"),
+        (["--filter", "prune"], "--filter prune: expected one of prune_by_noise_rate"),
+        (["--cv", "7"], r"every class needs at least 7 images"),
+        (["--out", "no/such/folder/s.csv"], "the folder"),
+    ],
+)
+def test_cli_audit_errors_are_one_line(mislabelled_folder, oracle, capsys, extra, message):
+    code, out, err = _run(["audit", str(mislabelled_folder / "data"), *extra], capsys)
+    assert code == 1
+    assert err.startswith("imgclf: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert oracle == []  # no fit
+    assert not (mislabelled_folder / "suspects.csv").exists()
+
+
+@pytest.mark.slow
+def test_cli_audit_fits(mislabelled_folder, capsys):
+    out_csv = mislabelled_folder / "suspects.csv"
+    argv = ["audit", str(mislabelled_folder / "data"), "--out", str(out_csv), "--cv", "2"]
+    code, out, err = _run([*argv, "--epochs", "1", "--image-size", "12", "--quiet"], capsys)
+    assert code == 0, err
+    with open(out_csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert f"{len(table)} of 19 labels look wrong" in out
+    assert all(os.path.exists(r["path"]) for r in table)
