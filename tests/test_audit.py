@@ -315,7 +315,10 @@ def test_cli_audit_help_lists_every_filter(capsys):
         (["--out", "no/such/folder/s.csv"], "the folder"),
     ],
 )
-def test_cli_audit_errors_are_one_line(mislabelled_folder, oracle, capsys, extra, message):
+def test_cli_audit_errors_are_one_line(
+    mislabelled_folder, oracle, capsys, monkeypatch, extra, message
+):
+    monkeypatch.chdir(mislabelled_folder)  # where the default --out would go
     code, out, err = _run(["audit", str(mislabelled_folder / "data"), *extra], capsys)
     assert code == 1
     assert err.startswith("imgclf: error: ") and err.count("\n") == 1, err

@@ -185,3 +185,38 @@ def test_grad_cam_on_a_transfer_classifier(fitted_mobilenet_transfer, tmp_path):
     np.testing.assert_allclose(proba, clf.predict_proba(X[:4]), atol=1e-5)
     plot.plot_grad_cam(clf, X[:4], path=tmp_path / "gc.png")
     _check_png(tmp_path / "gc.png")
+
+
+def test_label_issues_grid_from_arrays_and_paths(digits, tmp_path):
+    from imgclf import find_label_issues
+
+    X, _, y = digits
+    X, y = X[:40], y[:40].copy()
+    proba = np.eye(10)[y] * 0.9 + 0.01
+    y[[3, 7]] = (y[[3, 7]] + 1) % 10  # two wrong labels, the model sure of the truth
+    issues = find_label_issues(None, X, y, pred_probs=proba, filter_by="predicted_neq_given")
+    fig = plot.plot_label_issues(issues, X, path=tmp_path / "issues.png")
+    assert len(fig.axes) == 2 and (tmp_path / "issues.png").stat().st_size > 2_000
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (8, 8)  # flattened 64 -> 8x8
+    assert np.allclose(shown, X[issues.index[0]].reshape(8, 8) / X[issues.index[:2]].max())
+    title = fig.axes[0].get_title().splitlines()
+    assert title[0] == f"given {y[issues.index[0]]}"
+    assert title[1].startswith(f"suggested {issues.suggested_label[0]} (0.9")
+    with pytest.raises(InputError, match="needs X"):
+        plot.plot_label_issues(issues)
+    with pytest.raises(InputError, match="LabelIssues"):
+        plot.plot_label_issues(issues.index, X)
+    # Paths: the files named by the result are read again.
+    paths = []
+    for i, row in enumerate(np.round(X / 16 * 255).astype(np.uint8)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(row.reshape(8, 8)).save(paths[-1])
+    from_files = find_label_issues(
+        None, paths, y, pred_probs=proba, filter_by="predicted_neq_given"
+    )
+    fig = plot.plot_label_issues(from_files, n=1)
+    assert len(fig.axes) == 1 and fig.axes[0].images[0].get_array().shape == (8, 8)
+    none = find_label_issues(None, X, np.argmax(proba, 1), pred_probs=proba)
+    fig = plot.plot_label_issues(none, X)
+    assert fig._suptitle.get_text() == "no suspected label errors"
