@@ -108,9 +108,16 @@ class LabelIssues:
         return text + ")"
 
     def rows(self) -> list[dict]:
-        """One dict per suspect, worst first (``pandas.DataFrame(issues.rows())``
-        makes a table): ``index``, ``path`` (when ``X`` was paths),
-        ``given_label``, ``suggested_label``, ``label_quality``, ``suggested_proba``."""
+        """The suspects as a table, one dict per suspect, worst first.
+
+        Returns
+        -------
+        list of dict
+            Keys ``index``, ``path`` (only when ``X`` was paths),
+            ``given_label``, ``suggested_label``, ``label_quality`` and
+            ``suggested_proba``, as Python values: ``pandas.DataFrame(rows)``
+            makes a data frame.
+        """
         rows = []
         for k in range(len(self)):
             row = {"index": int(self.index[k])}
@@ -124,8 +131,21 @@ class LabelIssues:
         return rows
 
     def to_csv(self, path) -> str:
-        """Write :meth:`rows` as a CSV file with a header, atomically (an
-        earlier file at ``path`` is replaced whole or not at all). Returns the path."""
+        """Write :meth:`rows` to a CSV file with a header line.
+
+        The file is written atomically: an earlier file at ``path`` is
+        replaced whole or not at all.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The CSV file to write; its folder must exist.
+
+        Returns
+        -------
+        str
+            ``path``.
+        """
         import csv
         import io
 

@@ -25,8 +25,10 @@ PUBLIC = {
         "plot_top_losses",
         "plot_grad_cam",
         "plot_lr_find",
+        "plot_label_issues",
     ],
     "imgclf.export": ["export"],
+    "imgclf.audit": ["find_label_issues", "LabelIssues"],
     "imgclf.augment": ["augmentation_layers"],
 }
 # Methods whose docstrings also need Raises and See Also sections.
