@@ -273,6 +273,7 @@ def find_label_issues(
     y,
     *,
     cv=5,
+    groups=None,
     pred_probs=None,
     classes=None,
     filter_by: str = "prune_by_noise_rate",
@@ -301,6 +302,11 @@ def find_label_issues(
         Folds, as in :func:`sklearn.model_selection.cross_val_predict` (an
         int is a :class:`~sklearn.model_selection.StratifiedKFold`); every
         class needs at least ``cv`` images.
+    groups : array-like of shape (n_samples,), optional
+        A group per image (the object, patient or source file it shows),
+        for a group-aware ``cv`` such as
+        :class:`~sklearn.model_selection.StratifiedGroupKFold`: near
+        duplicates in other folds would otherwise vouch for a wrong label.
     pred_probs : array-like of shape (n_samples, n_classes), optional
         Out-of-fold probabilities already computed (for example the
         ``pred_probs`` of an earlier result): no model is fitted.
@@ -376,7 +382,9 @@ def find_label_issues(
             _check_class_sizes(y, folds)
         from sklearn.model_selection import cross_val_predict
 
-        pred_probs = cross_val_predict(estimator, X, y, cv=cv, method="predict_proba")
+        pred_probs = cross_val_predict(
+            estimator, X, y, groups=groups, cv=cv, method="predict_proba"
+        )
         classes = np.unique(y)
     else:
         classes = np.unique(y) if classes is None else np.asarray(classes)

@@ -252,7 +252,7 @@ def oracle(monkeypatch):
 
     calls = []
 
-    def by_file_name(estimator, X, y, *, cv, method):
+    def by_file_name(estimator, X, y, *, groups, cv, method):
         calls.append((type(estimator).__name__, cv, method))
         prefixes = ["bar", "col", "dot"]
         true = [prefixes.index(os.path.basename(path)[:3]) for path in X]
@@ -337,3 +337,20 @@ def test_cli_audit_fits(mislabelled_folder, capsys):
         table = list(csv.DictReader(f))
     assert f"{len(table)} of 19 labels look wrong" in out
     assert all(os.path.exists(r["path"]) for r in table)
+
+
+def test_groups_reach_the_splitter(monkeypatch):
+    import sklearn.model_selection
+
+    seen = []
+
+    def record(estimator, X, y, *, groups, cv, method):
+        seen.append((groups, cv))
+        return np.eye(3)[y]
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", record)
+    X, y = _patterns()
+    groups = np.arange(len(y)) // 2
+    splitter = sklearn.model_selection.StratifiedGroupKFold(3)
+    issues = find_label_issues(CNNClassifier(), X, y, cv=splitter, groups=groups)
+    assert seen == [(groups, splitter)] and len(issues) == 0
