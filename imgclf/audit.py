@@ -102,8 +102,8 @@ class LabelIssues:
         if len(self):
             where = self.path[0] if self.path is not None else f"index {self.index[0]}"
             text += (
-                f"; worst: {where}, given {self.given_label[0]!r}, suggested "
-                f"{self.suggested_label[0]!r}, label quality {self.label_quality[0]:.3f}"
+                f"; worst: {where}, given {_plain(self.given_label[0])!r}, suggested "
+                f"{_plain(self.suggested_label[0])!r}, label quality {self.label_quality[0]:.3f}"
             )
         return text + ")"
 
@@ -162,7 +162,7 @@ class LabelIssues:
             row["suggested_proba"] = f"{row['suggested_proba']:.6f}"
             writer.writerow(row)
         data = text.getvalue().encode("utf-8")
-        atomic_write(path, lambda f: f.write(data), prefix=".imgclf-audit-", sync=False)
+        atomic_write(path, lambda f: f.write(data), prefix=".imgclf-audit-")
         return path
 
 

@@ -50,7 +50,10 @@ def test_precomputed_pred_probs_worst_first(noisy):
     assert issues.path is None and len(issues) == 3
     assert issues.classes.tolist() == ["ant", "bee", "cat"]
     assert issues.pred_probs.shape == (30, 3)
-    assert "3 of 30 labels suspected" in repr(issues)
+    assert repr(issues) == (
+        "LabelIssues(3 of 30 labels suspected; worst: index 4, given 'bee', suggested 'ant', "
+        "label quality 0.005)"
+    )
 
 
 def test_rows_and_csv_with_paths(noisy, tmp_path):
