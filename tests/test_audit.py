@@ -297,6 +297,24 @@ def test_cli_audit_writes_suspects(mislabelled_folder, oracle, capsys):
     assert str(picture) in out and picture.stat().st_size > 2_000
 
 
+def test_cli_audit_reads_a_csv_manifest(mislabelled_folder, oracle, capsys):
+    data = mislabelled_folder / "data"
+    manifest = mislabelled_folder / "labels.csv"
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "kind"])
+        writer.writerows([name, name.split("/")[0]] for name in files)
+    out_csv = mislabelled_folder / "out.csv"
+    argv = ["audit", str(data), "--csv", str(manifest), "--out", str(out_csv), "--debug"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    with open(out_csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [os.path.basename(r["path"]) for r in table] == ["bar_99.png"]
+    assert table[0]["given_label"] == "cols" and table[0]["suggested_label"] == "bars"
+
+
 def test_cli_audit_help_lists_every_filter(capsys):
     from imgclf.cli import main
 

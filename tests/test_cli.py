@@ -79,7 +79,7 @@ def test_help_does_not_import_tensorflow():
     code = (
         "import sys\n"
         "from imgclf.cli import main\n"
-        "for argv in (['--help'], ['train', '--help'], ['predict', '--help']):\n"
+        "for argv in (['--help'], ['train', '--help'], ['predict', '--help'], ['audit', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exc:\n"
@@ -91,7 +91,16 @@ def test_help_does_not_import_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "HEAVY []" in proc.stdout
-    for word in ("demo", "train", "predict", "evaluate", "--backbone", "--prefix", "--proba"):
+    for word in (
+        "demo",
+        "train",
+        "predict",
+        "evaluate",
+        "audit",
+        "--backbone",
+        "--prefix",
+        "--proba",
+    ):
         assert word in proc.stdout
 
 
