@@ -11,7 +11,6 @@ images in 0-1 like every imgclf network.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
+from ._digests import weights_digest
 from ._efficientnet_lite import PACKAGES as LITE_PACKAGES
 from ._efficientnet_lite import network as lite_network
 from ._files import special_problem
@@ -291,16 +291,6 @@ def _freeze_batchnorm(layer) -> None:
             sub.trainable = False
         else:
             _freeze_batchnorm(sub)
-
-
-def weights_digest(model) -> bytes:
-    """Digest of every weight of ``model`` (values, shapes, dtypes, in order)."""
-    h = hashlib.blake2b(digest_size=16)
-    for w in model.weights:
-        w = np.ascontiguousarray(w.numpy())
-        h.update(f"{w.dtype.str}{w.shape}".encode())
-        h.update(w.tobytes())
-    return h.digest()
 
 
 class SharedBackbones:
