@@ -282,10 +282,6 @@ class TransferClassifier(BaseImageClassifier):
     [1.0, 1.0, 2.0]
     """
 
-    # The frozen stage trains the head on features computed once when nothing
-    # random happens before the backbone; benchmarks turn this off to time the
-    # plain approach (the whole network, every epoch).
-    _fast_frozen_stage = True
     _stage_in_history = True
 
     def __init__(
@@ -545,7 +541,7 @@ class TransferClassifier(BaseImageClassifier):
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
         data = None
-        if self._fast_frozen_stage and not self.augment:
+        if not self.augment:
             history = self._run_stage(
                 self._head_model(model),
                 self._feature_data(model, samples),
@@ -595,7 +591,7 @@ class TransferClassifier(BaseImageClassifier):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's
         features (the whole network with augmentation)."""
         model.get_layer("backbone").trainable = False
-        if self._fast_frozen_stage and not self.augment:
+        if not self.augment:
             return self._head_model(model), self._feature_data(model, samples)
         return model, self._image_data(samples)
 
