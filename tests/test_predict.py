@@ -166,6 +166,20 @@ def test_flips_from_keras_layers():
     assert not inference.flips_in([keras.layers.RandomFlip("vertical")])
 
 
+def test_flips_are_recognised_by_class_not_by_name():
+    keras = pytest.importorskip("keras")
+
+    class Mirror(keras.layers.RandomFlip):  # a RandomFlip under another name
+        pass
+
+    class RandomFlip(keras.layers.Layer):  # the name, but no flip
+        def get_config(self):
+            return {**super().get_config(), "mode": "horizontal"}
+
+    assert inference.flips_in([Mirror("horizontal")])
+    assert not inference.flips_in([RandomFlip()])
+
+
 def test_tta_averages_the_views(fitted_cnn, small_digits):
     tf = pytest.importorskip("tensorflow")
     X, _ = small_digits
