@@ -203,14 +203,11 @@ class PredictMixin:
 
     - what a fit leaves: ``model_``, ``classes_``, ``image_size_``,
       ``n_channels_`` (and ``input_range_``, ``n_features_in_`` through the
-      checks of :mod:`imgclf._validation`);
-    - the parameters ``augment``, ``color_mode`` and ``tta``;
-    - :meth:`_prediction_input` (the images as ``model.predict`` takes them),
-      :meth:`_reading` (a file that fails while streamed is named) and
-      :meth:`_parameter_problem` (the parameter rules' verdict), which the
-      host implements;
-    - :attr:`_features_layer`, the layer ``transform`` returns (a class
-      attribute the host may change).
+      checks of :mod:`imgclf._validation`); the parameters ``augment``,
+      ``color_mode`` and ``tta``;
+    - :meth:`_prediction_input`, :meth:`_reading` and
+      :meth:`_parameter_problem`, which the host implements;
+    - :attr:`_features_layer`, the layer ``transform`` returns.
 
     A subclass may override :meth:`_proba` and :meth:`_transform`
     (``TransferClassifier`` answers from its feature memory).
@@ -221,14 +218,13 @@ class PredictMixin:
 
     # ------------------------------------------- provided by the host class
     def _prediction_input(self, images: Images, batch_size: int) -> dict:
-        """Keyword arguments of ``model.predict`` for checked ``images``, in
-        order and in batches of ``batch_size``: ``"x"`` is an array of network
-        input or a ``tf.data`` dataset of ``(images, ...)`` batches."""
+        """``model.predict``'s keyword arguments for ``images`` in order, in
+        batches of ``batch_size``: ``"x"``, an array or a ``tf.data`` dataset."""
         raise NotImplementedError
 
     def _reading(self, images: Images, what: str):
-        """A context manager in which a file of ``images`` that fails to decode
-        while streamed raises ``ImageFileError`` naming it and ``what``."""
+        """A context in which a file failing while streamed raises
+        ``ImageFileError`` naming it and ``what``."""
         raise NotImplementedError
 
     def _parameter_problem(self, name: str, value) -> str | None:
