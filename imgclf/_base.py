@@ -201,6 +201,16 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         ``(height, width)`` (``None`` for file paths)."""
         return data_size or tuple(self._default_path_size)
 
+    # ---------------------------------------- what PredictMixin reads of its host
+    def _prediction_input(self, images: Images, batch_size: int) -> dict:
+        return self._dataset(images, batch_size=batch_size)
+
+    def _reading(self, images: Images, what: str):
+        return self._naming_bad_files(images, what)
+
+    def _parameter_problem(self, name: str, value) -> str | None:
+        return type(self)._parameter_rules[name].problem(name, value)
+
     def _build_network(self, inputs, n_classes: int):
         """Return the output tensor (class probabilities) for ``inputs``, a
         Keras tensor of images in 0-1 pixel space after augmentation."""

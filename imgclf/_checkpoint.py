@@ -31,7 +31,7 @@ import zipfile
 
 import numpy as np
 
-from ._files import NotRegularFileError, open_regular
+from ._files import NotRegularFileError, identity_bytes, open_regular, stat_stamp
 from .persist import atomic_write
 
 FORMAT = "imgclf-checkpoint-1"
@@ -84,8 +84,6 @@ def params_fingerprint(params: dict) -> str:
 
 def data_fingerprint(images, y) -> str:
     """Of the pixels (arrays) or the files' paths, sizes and times, and of ``y``."""
-    from .scan import stat_key
-
     digest = hashlib.sha256()
     if images.array is not None:
         array = np.ascontiguousarray(images.array)
@@ -93,8 +91,7 @@ def data_fingerprint(images, y) -> str:
         digest.update(memoryview(array).cast("B"))
     else:
         for path in images.paths:
-            digest.update(os.fsencode(os.path.abspath(path)))
-            digest.update(repr(stat_key(path)).encode())
+            digest.update(identity_bytes(path))
     digest.update(json.dumps(np.asarray(y).tolist(), default=repr).encode())
     return digest.hexdigest()
 
@@ -131,7 +128,7 @@ def identity(path: str) -> tuple | None:
 
 
 def _identity(st: os.stat_result) -> tuple:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, *stat_stamp(st))
 
 
 # ------------------------------------------------------------------- writing

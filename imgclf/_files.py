@@ -168,10 +168,44 @@ def special_problem(path) -> str | None:
     return None if stat.S_ISREG(mode) else not_regular_problem(mode)
 
 
+# ------------------------------------------------------------ identity
+def stat_stamp(st: os.stat_result) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a ``stat`` result: what says a file at a path is
+    unchanged since (the scan cache, the pixel and feature caches)."""
+    return (st.st_size, st.st_mtime_ns)
+
+
+def file_stamp(path) -> tuple[int, int] | None:
+    """:func:`stat_stamp` of the file at ``path``, or None if it cannot be stat'ed."""
+    try:
+        return stat_stamp(os.stat(os.fspath(path)))
+    except (OSError, ValueError):
+        return None
+
+
+def file_identity(path) -> tuple[str, int, int] | None:
+    """``(absolute path, size, mtime_ns)``: the one file at ``path`` as it is
+    now, or None if it cannot be stat'ed."""
+    stamp = file_stamp(path)
+    return None if stamp is None else (os.path.abspath(os.fspath(path)), *stamp)
+
+
+def identity_bytes(path, stamp: tuple[int, int] | None = None) -> bytes:
+    """:func:`file_identity` as bytes for a digest: the absolute path, then
+    the ``repr`` of its :func:`file_stamp` (``stamp`` if given; ``None`` for
+    a file that cannot be stat'ed)."""
+    if stamp is None:
+        stamp = file_stamp(path)
+    return os.fsencode(os.path.abspath(os.fspath(path))) + repr(stamp).encode()
+
+
 __all__ = [
     "FileRefusedError",
     "FileTooLargeError",
     "NotRegularFileError",
+    "file_identity",
+    "file_stamp",
+    "identity_bytes",
     "kind_of",
     "not_regular_problem",
     "open_binary",
@@ -179,4 +213,5 @@ __all__ = [
     "open_text",
     "read_regular",
     "special_problem",
+    "stat_stamp",
 ]

@@ -165,9 +165,9 @@ class FitRun:
         meta, identity = self.resume
         # Some fields are made by the callback's on_train_begin, yet to run.
         states = {
-            type(cb).__name__: set(_CALLBACK_FIELDS)
+            _stateful_kind(cb): set(_CALLBACK_FIELDS)
             for cb in callbacks
-            if type(cb).__name__ in _STATEFUL
+            if _stateful_kind(cb) is not None
         }
         try:
             check_meta(meta, self.plan, states)
@@ -234,7 +234,7 @@ class FitRun:
         self.stage += 1
         self.stage_epochs = 0
         self.watch_from = next(
-            (cb.start_from_epoch for cb in callbacks if type(cb).__name__ == "EarlyStopping"), 0
+            (cb.start_from_epoch for cb in callbacks if _stateful_kind(cb) == "EarlyStopping"), 0
         )
         if self.kept is not None:
             # An earlier stage ended normally, so ``model`` (the whole network)
@@ -338,6 +338,19 @@ def _stage_history(history: dict, stage: int) -> dict:
 
 # The state of the schedule and early-stopping callbacks a resumed stage carries on.
 _STATEFUL = ("EarlyStopping", "ReduceLROnPlateau")
+
+
+def _stateful_kind(cb) -> str | None:
+    """Which of :data:`_STATEFUL` ``cb`` is (a Keras ``EarlyStopping`` or
+    ``ReduceLROnPlateau``, or a subclass): the name its state is kept under
+    in the checkpoint; None for any other callback."""
+    callbacks = get_keras().callbacks
+    for name in _STATEFUL:
+        if isinstance(cb, getattr(callbacks, name)):
+            return name
+    return None
+
+
 _CALLBACK_FIELDS = ("wait", "best", "best_epoch", "cooldown_counter")
 
 
@@ -359,8 +372,8 @@ def _number(value) -> float | None:
 def _callback_state(callbacks: list, model) -> dict:
     state = {}
     for cb in callbacks:
-        name = type(cb).__name__
-        if name in _STATEFUL:
+        name = _stateful_kind(cb)
+        if name is not None:
             state[name] = {k: _number(getattr(cb, k)) for k in _CALLBACK_FIELDS if hasattr(cb, k)}
     state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
     return state
@@ -368,14 +381,15 @@ def _callback_state(callbacks: list, model) -> dict:
 
 def _restore_callback_state(callbacks: list, model, state: dict, kept) -> None:
     for cb in callbacks:
-        fields = state.get(type(cb).__name__)
+        kind = _stateful_kind(cb)
+        fields = None if kind is None else state.get(kind)
         if fields is None:
             continue
         for key, value in fields.items():
             # "Not set yet" leaves the value the callback's own on_train_begin gave it.
             if value is not None:
                 setattr(cb, key, float(value) if key == "best" else int(value))
-        if type(cb).__name__ == "EarlyStopping" and kept is not None:
+        if kind == "EarlyStopping" and kept is not None:
             cb.best_weights = kept
     model.optimizer.learning_rate = state["learning_rate"]
 

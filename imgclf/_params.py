@@ -195,12 +195,14 @@ def check_params(estimator) -> None:
             "to its _parameter_rules."
         )
     # In the table's order, so the numbered list reads like the signature.
-    errors = [
-        found
+    found = {
+        name: problem
         for name, rule in rules.items()
-        if name in values and (found := rule.problem(name, values[name]))
-    ]
-    if not errors:
-        errors.extend(estimator._check_params_together())
+        if name in values and (problem := rule.problem(name, values[name]))
+    }
+    errors = list(found.values()) or estimator._check_params_together()
     if errors:
-        raise InputError(f"{type(estimator).__name__} got invalid parameters:\n{numbered(errors)}")
+        raise InputError(
+            f"{type(estimator).__name__} got invalid parameters:\n{numbered(errors)}",
+            parameters=tuple(found),
+        )

@@ -11,7 +11,6 @@ images in 0-1 like every imgclf network.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -21,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
+from ._digests import weights_digest
 from ._efficientnet_lite import PACKAGES as LITE_PACKAGES
 from ._efficientnet_lite import network as lite_network
 from ._files import special_problem
+from ._netparts import PREPROCESS_LAYER
 from ._params import did_you_mean
 from .exceptions import InputError
 
@@ -92,9 +93,9 @@ class Backbone:
         matrix, offset = self.preprocess_affine()
         scale = matrix[0, 0]
         if np.allclose(matrix, scale * np.eye(3)) and np.allclose(offset, offset[0]):
-            return layers.Rescaling(float(scale), offset=float(offset[0]), name="preprocess")(x)
+            return layers.Rescaling(float(scale), offset=float(offset[0]), name=PREPROCESS_LAYER)(x)
         # Per-channel scaling or a channel swap: a 1x1 convolution with fixed weights.
-        conv = layers.Conv2D(3, 1, name="preprocess", trainable=False, dtype="float32")
+        conv = layers.Conv2D(3, 1, name=PREPROCESS_LAYER, trainable=False, dtype="float32")
         y = conv(x)
         conv.set_weights([matrix.reshape(1, 1, 3, 3).astype(np.float32), offset.astype(np.float32)])
         return y
@@ -206,7 +207,8 @@ def download_failure(exc: BaseException, backbone: Backbone, owner: str) -> Inpu
         f"  1. place {file_name} (from {url}) in {folder}{os.sep} "
         f"(i.e. {os.path.join(folder, file_name)}), or\n"
         "  2. pass weights='/path/to/weights.h5', a weights file for this backbone, or\n"
-        "  3. pass weights=None to train the backbone from random initialisation."
+        "  3. pass weights=None to train the backbone from random initialisation.",
+        parameters=("weights",),
     )
 
 
@@ -224,13 +226,16 @@ def load_weights(net, path, what: str, owner: str) -> None:
     path = os.fspath(path)
     problem = special_problem(path)  # Keras opens it by name: a FIFO would block
     if problem is not None:
-        raise InputError(f"{owner}: weights={path!r} {problem}; pass a weights file.")
+        raise InputError(
+            f"{owner}: weights={path!r} {problem}; pass a weights file.", parameters=("weights",)
+        )
     try:
         net.load_weights(path)
     except Exception as exc:
         raise InputError(
             f"{owner} could not load weights={path!r} into {what}: {exc}. The file must hold "
-            "weights of this exact network (e.g. saved with its save_weights('....weights.h5'))."
+            "weights of this exact network (e.g. saved with its save_weights('....weights.h5')).",
+            parameters=("weights",),
         ) from exc
 
 
@@ -291,16 +296,6 @@ def _freeze_batchnorm(layer) -> None:
             sub.trainable = False
         else:
             _freeze_batchnorm(sub)
-
-
-def weights_digest(model) -> bytes:
-    """Digest of every weight of ``model`` (values, shapes, dtypes, in order)."""
-    h = hashlib.blake2b(digest_size=16)
-    for w in model.weights:
-        w = np.ascontiguousarray(w.numpy())
-        h.update(f"{w.dtype.str}{w.shape}".encode())
-        h.update(w.tobytes())
-    return h.digest()
 
 
 class SharedBackbones:

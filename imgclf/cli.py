@@ -92,7 +92,7 @@ def _load_data(args):
                 encoding=args.encoding,
             )
         except InputError as exc:
-            if "delimiter=" not in str(exc) and "encoding=" not in str(exc):
+            if not {"delimiter", "encoding"} & set(exc.parameters):
                 raise
             # The library's advice names Python arguments; say the flags too.
             raise InputError(
@@ -289,15 +289,16 @@ def _estimator(args):
 def _cmd_train(args) -> int:
     import numpy as np
 
+    from .exceptions import InputError
+
     clf = _estimator(args)  # option mistakes first, before scanning a large folder
     X, y = _load_data(args)
     print(f"Found {_describe_data(y)}.", flush=True)
     try:
         clf.fit(X, y)
-    except ValueError as exc:
-        if "weights=" not in str(exc):
+    except InputError as exc:
+        if "weights" not in exc.parameters:
             raise
-        from .exceptions import InputError
 
         # The library's advice names Python arguments; say the flags too.
         raise InputError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
+from ._netparts import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER
 from ._params import NONE, Integer, Options, param
 
 #: ``lr_schedule``'s default.
@@ -204,7 +205,7 @@ class CNNClassifier(BaseImageClassifier):
     """
 
     # transform returns the pooled last stage, the classifier's input.
-    _features_layer = "pool"
+    _features_layer = POOL_LAYER
 
     _parameter_rules = {
         **BaseImageClassifier._parameter_rules,
@@ -281,11 +282,13 @@ class CNNClassifier(BaseImageClassifier):
             pool = (2 if x.shape[1] >= 2 else 1, 2 if x.shape[2] >= 2 else 1)
             x = layers.MaxPooling2D(pool, name=f"stage{stage}_pool")(x)
         x = _conv_bn_relu(layers, x, min(self.filters * 2**stages, 512), "top")
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.GlobalAveragePooling2D(name=POOL_LAYER)(x)
         if self.dropout:
-            x = layers.Dropout(self.dropout, name="dropout")(x)
+            x = layers.Dropout(self.dropout, name=DROPOUT_LAYER)(x)
         # float32 whatever the precision: a float16 softmax loses probability mass.
-        return layers.Dense(n_classes, activation="softmax", dtype="float32", name="classifier")(x)
+        return layers.Dense(
+            n_classes, activation="softmax", dtype="float32", name=CLASSIFIER_LAYER
+        )(x)
 
 
 def _conv_bn_relu(layers, x, filters: int, name: str):

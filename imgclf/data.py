@@ -231,7 +231,8 @@ def load_csv(
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
         raise InputError(
             f"load_csv: delimiter={short_repr(delimiter)}: expected one character, such as "
-            "',' (the default), ';' or '\\t'."
+            "',' (the default), ';' or '\\t'.",
+            parameters=("delimiter",),
         )
     base = (
         as_path(root, "load_csv: root")
@@ -252,7 +253,8 @@ def load_csv(
         )
         raise InputError(
             f"load_csv: {path!r} has {len(header)} column ({short_repr(header, 120)}) with "
-            f"delimiter={delimiter!r}; it needs a path column and a label column.{hint}"
+            f"delimiter={delimiter!r}; it needs a path column and a label column.{hint}",
+            parameters=("delimiter",),
         )
     pcol = _pick_column(header, path_column, _PATH_COLUMNS, 0, "path_column", path)
     default_label = 1 if pcol == 0 else 0
@@ -314,7 +316,8 @@ def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str
         except (LookupError, TypeError):
             raise InputError(
                 f"load_csv: encoding={short_repr(encoding)} is not a text encoding Python "
-                "knows; e.g. 'utf-8', 'latin-1', 'cp1252', 'utf-16'."
+                "knows; e.g. 'utf-8', 'latin-1', 'cp1252', 'utf-16'.",
+                parameters=("encoding",),
             ) from None
     try:  # a regular file only (a FIFO would block), of a bounded size
         f = open_binary(path, MAX_CSV_BYTES)
@@ -329,7 +332,8 @@ def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str
                     f"load_csv: {path!r} is not a text file (it holds NUL bytes: a binary "
                     "file, or text in UTF-16 without a byte-order mark). Give the CSV "
                     "manifest, saved as UTF-8, or pass encoding='utf-16-le' if it is UTF-16 "
-                    "text."
+                    "text.",
+                    parameters=("encoding",),
                 )
         data += f.read()
     try:
@@ -340,7 +344,8 @@ def _read_rows(path: str, delimiter: str, encoding: str | None) -> list[list[str
             f"load_csv: {path!r} is not valid {encoding} text: byte {exc.start} (line {line}) is "
             f"{data[exc.start : exc.start + 1]!r}. Save it as UTF-8 (a spreadsheet's 'CSV "
             "UTF-8'), or pass encoding= the one it was written in, e.g. encoding='latin-1' or "
-            "'cp1252' (Windows)."
+            "'cp1252' (Windows).",
+            parameters=("encoding",),
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]

@@ -20,7 +20,20 @@ __all__ = [
 
 
 class InputError(ValueError):
-    """``X``, ``y`` or a parameter cannot be used; the message says why and the fix."""
+    """``X``, ``y`` or a parameter cannot be used; the message says why and the fix.
+
+    Attributes
+    ----------
+    parameters : tuple of str
+        The parameters or arguments the error is about, when the fix is to
+        change them (``("weights",)``, ``("delimiter",)``); empty otherwise.
+        Code that adds advice of its own (the command line names its flags)
+        reads this, never the message.
+    """
+
+    def __init__(self, *args, parameters=()):
+        super().__init__(*args)
+        self.parameters = tuple(parameters)
 
 
 class InputTypeError(InputError, TypeError):

@@ -43,9 +43,9 @@ import warnings
 
 import numpy as np
 
-from ._files import FileRefusedError, read_regular
+from ._digests import hash_arrays, short_digest
+from ._files import FileRefusedError, file_stamp, identity_bytes, read_regular
 from .persist import atomic_write
-from .scan import stat_key
 
 #: Bump when the folder layout or anything that changes the features without
 #: changing the keys (decoding, resizing) changes: old folders are then ignored.
@@ -83,10 +83,6 @@ def location(memory) -> str | None:
     return os.path.abspath(os.path.expanduser(os.fspath(memory)))
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
 def _entry_digest(length: int, network: bytes, image: bytes, payload: bytes) -> bytes:
     """The digest an entry's header carries: of the rest of the header and the features."""
     h = hashlib.blake2b(digest_size=16, person=b"imgclf-entry")
@@ -104,17 +100,14 @@ def network_key(identity: dict, weights) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"imgclf-features-v{FORMAT}".encode())
     h.update(json.dumps(identity, sort_keys=True, default=repr).encode())
-    for w in weights:
-        w = np.ascontiguousarray(w)
-        h.update(f"{w.dtype.str}{w.shape}".encode())
-        h.update(w.tobytes())
+    hash_arrays(h, weights)
     return h.digest()
 
 
 def array_keys(array: np.ndarray) -> list[bytes]:
     """One key per row of ``array``: its dtype, shape and bytes."""
     head = f"array {array.dtype.str} {array.shape[1:]}".encode()
-    return [_digest(head + np.ascontiguousarray(row).tobytes()) for row in array]
+    return [short_digest(head + np.ascontiguousarray(row).tobytes()) for row in array]
 
 
 def path_keys(paths) -> list[bytes | None]:
@@ -122,9 +115,10 @@ def path_keys(paths) -> list[bytes | None]:
     file that cannot be stat'ed: it is computed and never stored)."""
     keys = []
     for p in paths:
-        stat = stat_key(str(p))
-        name = os.fsencode(os.path.abspath(str(p)))
-        keys.append(None if stat is None else _digest(b"path " + name + repr(stat).encode()))
+        stamp = file_stamp(str(p))
+        keys.append(
+            None if stamp is None else short_digest(b"path " + identity_bytes(str(p), stamp))
+        )
     return keys
 
 

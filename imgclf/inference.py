@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import decode
 from ._backend import get_keras, get_tf
+from ._netparts import FEATURES_LAYER, part
 from ._pathargs import short_repr
 from ._validation import Images, check_images, check_predict_range, check_targets, label_kind
 from .exceptions import InputError
@@ -93,10 +94,9 @@ def flips_in(augment) -> bool:
         augment = PRESETS.get(augment, {})
     if isinstance(augment, dict):
         return "horizontal" in str(augment.get("flip") or "")
+    flip = get_keras().layers.RandomFlip
     modes = [
-        str(layer.get_config().get("mode", ""))
-        for layer in augment
-        if type(layer).__name__ == "RandomFlip"
+        str(layer.get_config().get("mode", "")) for layer in augment if isinstance(layer, flip)
     ]
     return any("horizontal" in mode for mode in modes)
 
@@ -160,7 +160,7 @@ def feature_model(model, layer: str):
     if layer not in per_model:
         keras = get_keras()
         per_model[layer] = keras.Model(
-            model.inputs[0], model.get_layer(layer).output, name=f"{model.name}_{layer}"
+            model.inputs[0], part(model, layer).output, name=f"{model.name}_{layer}"
         )
     return per_model[layer]
 
@@ -199,18 +199,37 @@ class PredictMixin:
     """``predict``, ``predict_proba``, ``transform`` and ``network_input`` of
     :class:`~imgclf._base.BaseImageClassifier`.
 
-    The host class provides what a fit leaves (``model_``, ``classes_``,
-    ``image_size_``, ``n_channels_``), the parameters ``augment``,
-    ``color_mode`` and ``tta`` with their ``_parameter_rules``, and the two
-    readers a fit uses as well: ``_dataset`` (the tf.data pipeline, given a
-    batch size) and ``_naming_bad_files``. A subclass may override
-    :meth:`_proba` and :meth:`_transform` (``TransferClassifier`` answers
-    from its feature memory), and names the layer ``transform`` returns in
-    ``_features_layer``.
+    The mixin reads nothing of its host but this interface:
+
+    - what a fit leaves: ``model_``, ``classes_``, ``image_size_``,
+      ``n_channels_`` (and ``input_range_``, ``n_features_in_`` through the
+      checks of :mod:`imgclf._validation`); the parameters ``augment``,
+      ``color_mode`` and ``tta``;
+    - :meth:`_prediction_input`, :meth:`_reading` and
+      :meth:`_parameter_problem`, which the host implements;
+    - :attr:`_features_layer`, the layer ``transform`` returns.
+
+    A subclass may override :meth:`_proba` and :meth:`_transform`
+    (``TransferClassifier`` answers from its feature memory).
     """
 
     #: The layer whose output ``transform`` returns.
-    _features_layer = "features"
+    _features_layer = FEATURES_LAYER
+
+    # ------------------------------------------- provided by the host class
+    def _prediction_input(self, images: Images, batch_size: int) -> dict:
+        """``model.predict``'s keyword arguments for ``images`` in order, in
+        batches of ``batch_size``: ``"x"``, an array or a ``tf.data`` dataset."""
+        raise NotImplementedError
+
+    def _reading(self, images: Images, what: str):
+        """A context in which a file failing while streamed raises
+        ``ImageFileError`` naming it and ``what``."""
+        raise NotImplementedError
+
+    def _parameter_problem(self, name: str, value) -> str | None:
+        """What is wrong with ``value`` for the parameter ``name``, or None."""
+        raise NotImplementedError
 
     def _check_predict_images(self, X) -> Images:
         """Validate ``X`` for a fitted network; every file must be readable."""
@@ -263,10 +282,10 @@ class PredictMixin:
         """
         check_is_fitted(self)
         images = self._check_predict_images(X)
-        x = self._dataset(images, batch_size=self._inference_batch())["x"]
+        x = self._prediction_input(images, self._inference_batch())["x"]
         if isinstance(x, np.ndarray):
             return x.astype(np.float32)
-        with self._naming_bad_files(images, "network_input"):
+        with self._reading(images, "network_input"):
             return np.concatenate([batch[0].numpy() for batch in x]).astype(np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -308,11 +327,11 @@ class PredictMixin:
         shape = (*self.image_size_, self.n_channels_)
         if len(views) == 1 and (images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES):
             # Many images or files: the tf.data pipeline reads ahead while the network runs.
-            data = self._dataset(images, batch_size=self._inference_batch())
-            with self._naming_bad_files(images, what):
+            data = self._prediction_input(images, self._inference_batch())
+            with self._reading(images, what):
                 return np.asarray(network.predict(verbose=0, **data))
         call = traced_predictor(network, shape, views)
-        with self._naming_bad_files(images, what):
+        with self._reading(images, what):
             parts = [call(batch).numpy() for batch in self._predict_batches(images)]
         return np.concatenate(parts)
 
@@ -326,7 +345,7 @@ class PredictMixin:
         tf = get_tf()
         batch_size = self._inference_batch()
         if images.array is None or len(images) > DIRECT_CALL_MAX_IMAGES:
-            data = self._dataset(images, batch_size=batch_size)["x"]
+            data = self._prediction_input(images, batch_size)["x"]
             if not isinstance(data, np.ndarray):
                 yield from (tf.cast(batch[0], tf.float32) for batch in data)
                 return
@@ -338,7 +357,7 @@ class PredictMixin:
     def _tta_views(self) -> list:
         """The views ``predict_proba`` averages over (one: the images as given)."""
         tta = getattr(self, "tta", 0)
-        found = type(self)._parameter_rules["tta"].problem("tta", tta)
+        found = self._parameter_problem("tta", tta)
         flip = flips_in(self.augment)
         most = max_views(self.image_size_, flip)
         if found is None and tta > most:

@@ -27,9 +27,9 @@ import numpy as np
 
 from . import decode
 from ._backend import get_tf
-from ._files import open_binary
+from ._files import identity_bytes, open_binary
 from ._validation import Images
-from .scan import scan_files, stat_key
+from .scan import scan_files
 
 
 def _needs_conversion(array: np.ndarray, size, channels: int) -> bool:
@@ -95,8 +95,7 @@ def _cache_file(folder, paths, size, channels) -> str:
     this size and channels: changed files give a new name, never stale pixels."""
     digest = hashlib.sha256(f"imgclf-cache-v1 {tuple(size)} {channels}".encode())
     for p in paths:
-        digest.update(os.fsencode(os.path.abspath(p)))
-        digest.update(repr(stat_key(p)).encode())
+        digest.update(identity_bytes(p))
     return os.path.join(os.fspath(folder), f"imgclf-{digest.hexdigest()[:24]}.npy")
 
 

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import decode, verify
-from ._files import FileRefusedError, open_binary, open_regular
+from ._files import FileRefusedError, file_stamp, open_binary, open_regular, stat_stamp
 from .decode import PILLOW, TF_JPEG, TF_PNG
 
 IMAGE_EXTENSIONS = frozenset(
@@ -205,11 +205,11 @@ def _inspect(path: str, limit: int) -> tuple[tuple[int, int] | None, FileInfo]:
     except FileNotFoundError:
         return None, _bad("does not exist")
     except FileRefusedError as exc:
-        return stat_key(path), _bad(exc.problem)
+        return file_stamp(path), _bad(exc.problem)
     except OSError as exc:
         return None, _bad(f"cannot be read ({exc.strerror or exc})")
     try:
-        key = (st.st_size, st.st_mtime_ns)
+        key = stat_stamp(st)
         size = st.st_size
         if size == 0:
             return key, _bad("is empty (0 bytes)")
@@ -280,16 +280,6 @@ _SCAN_CACHE_MAX = 2_000_000
 _SCAN_LOCK = threading.Lock()
 
 
-def stat_key(path: str) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a file, or None if it cannot be stat'ed: what
-    says a file is unchanged since it was scanned (or cached)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
 def scan_files(paths) -> list[FileInfo]:
     """Scan every path; results are cached per path, size and modification time.
 
@@ -303,7 +293,7 @@ def scan_files(paths) -> list[FileInfo]:
     for p in paths:
         p = str(p)
         hit = cache.get(p)
-        if hit is not None and hit[0] == stat_key(p):
+        if hit is not None and hit[0] == file_stamp(p):
             out.append(hit[1])
             continue
         key, info = _inspect(p, limit)

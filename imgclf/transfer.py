@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import warnings
@@ -11,23 +9,41 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import __version__, featcache
+from . import featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
-from ._files import special_problem
-from ._params import NONE, PATH, Integer, Number, Options, Rule, param
-from ._validation import Images, image_size_tuple
-from .backbones import (
-    BACKBONES,
-    Backbone,
-    download_failure,
-    feature_tensor,
-    input_shape,
-    load_weights,
-    shared_backbones,
-    unfreeze_top,
-    unknown_backbone_message,
+from ._featkeys import (
+    architecture_digest,
+    extractor_identity,
+    extractor_key,
+    features_of,
+    image_keys,
+    open_store,
 )
+from ._netparts import (
+    CLASSIFIER_LAYER,
+    DROPOUT_LAYER,
+    FEATURES_LAYER,
+    PREPROCESS_LAYER,
+    apply,
+    feature_length,
+    head_of,
+    part,
+)
+from ._netparts import extractor as _extractor
+from ._params import NONE, PATH, Integer, Number, Options, Rule, param
+from ._sourcing import (
+    backbone_problem,
+    is_keras_model,
+    load_source,
+    named_backbone,
+    named_entry,
+    own_backbone,
+    shared_key,
+    shared_or_built,
+)
+from ._validation import Images, image_size_tuple
+from .backbones import Backbone, input_shape, shared_backbones, unfreeze_top
 from .exceptions import InputError
 from .inference import feature_model
 from .persist import model_from_bytes, model_to_bytes
@@ -266,10 +282,6 @@ class TransferClassifier(BaseImageClassifier):
     [1.0, 1.0, 2.0]
     """
 
-    # The frozen stage trains the head on features computed once when nothing
-    # random happens before the backbone; benchmarks turn this off to time the
-    # plain approach (the whole network, every epoch).
-    _fast_frozen_stage = True
     _stage_in_history = True
 
     def __init__(
@@ -337,10 +349,10 @@ class TransferClassifier(BaseImageClassifier):
     _parameter_rules = {
         **BaseImageClassifier._parameter_rules,
         "backbone": param(
-            Rule(lambda v: isinstance(v, (str, os.PathLike)) or _is_keras_model(v), ""),
+            Rule(lambda v: isinstance(v, (str, os.PathLike)) or is_keras_model(v), ""),
             expected="a backbone name such as 'mobilenet_v2', the path of a .keras model, "
             "or a keras.Model",
-            check=lambda v: None if _is_keras_model(v) else _backbone_problem(os.fspath(v)),
+            check=lambda v: None if is_keras_model(v) else backbone_problem(os.fspath(v)),
         ),
         "weights": param(
             Options("imagenet"),
@@ -377,9 +389,7 @@ class TransferClassifier(BaseImageClassifier):
 
     def _named(self) -> Backbone | None:
         """The registry entry, or None when ``backbone`` is the user's network."""
-        if isinstance(self.backbone, str) and not _looks_like_path(self.backbone):
-            return BACKBONES.get(self.backbone.lower().replace("-", "_"))
-        return None
+        return named_entry(self.backbone)
 
     def _check_params_together(self) -> list[str]:
         named = self._named()
@@ -418,30 +428,7 @@ class TransferClassifier(BaseImageClassifier):
     def _source(self):
         """The user's network as given (a model, or loaded from its file)."""
         if "_source_model" not in self.__dict__:
-            if _is_keras_model(self.backbone):
-                model = self.backbone
-            else:
-                path = os.fspath(self.backbone)
-                problem = special_problem(path)  # Keras opens it by name: a FIFO would block
-                if problem is not None:
-                    raise InputError(
-                        f"{type(self).__name__}: backbone={path!r} {problem}; pass a .keras file."
-                    )
-                try:
-                    model = get_keras().models.load_model(path, compile=False)
-                except Exception as exc:
-                    raise InputError(
-                        f"{type(self).__name__} could not load backbone={path!r} as a Keras "
-                        f"model: {exc}. Save it with model.save('name.keras')."
-                    ) from exc
-            shape = input_shape(model)
-            if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
-                raise InputError(
-                    f"backbone {getattr(model, 'name', model)!r} takes input of shape {shape}; "
-                    "TransferClassifier needs a model with one image input (None, h, w, 1 or 3), "
-                    "e.g. built from keras.Input((h, w, 3))."
-                )
-            self.__dict__["_source_model"] = model
+            self.__dict__["_source_model"] = load_source(self.backbone, type(self).__name__)
         return self.__dict__["_source_model"]
 
     def _network_channels(self, channels: int) -> int:
@@ -468,7 +455,7 @@ class TransferClassifier(BaseImageClassifier):
         if named is not None:
             x = named.preprocess_layers(x)
         else:
-            x = layers.Rescaling(255.0, name="preprocess")(x)
+            x = layers.Rescaling(255.0, name=PREPROCESS_LAYER)(x)
         backbone = self._backbone(named)
         if self.weights is None:
             # Nothing learned to protect: BatchNorm must learn statistics too.
@@ -479,109 +466,58 @@ class TransferClassifier(BaseImageClassifier):
             features = backbone(x, training=False)
         rank = len(features.shape)
         if rank == 4:
-            features = layers.GlobalAveragePooling2D(name="features")(features)
+            features = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(features)
         elif rank == 3:
-            features = layers.GlobalAveragePooling1D(name="features")(features)
+            features = layers.GlobalAveragePooling1D(name=FEATURES_LAYER)(features)
         elif rank == 2:
-            features = layers.Identity(name="features")(features)
+            features = layers.Identity(name=FEATURES_LAYER)(features)
         else:
             raise InputError(
                 f"backbone output has shape {features.shape}; expected a feature map "
                 "(None, h, w, c) or a feature vector (None, d)."
             )
-        return _apply(self._head_layers(n_classes, head_seed), features)
+        return apply(self._head_layers(n_classes, head_seed), features)
 
     def _head_layers(self, n_classes: int, seed: int) -> list:
         """The new head on the pooled features: dropout and a softmax layer."""
         keras = get_keras()
         layers = keras.layers
-        head = [layers.Dropout(self.dropout, seed=seed + 1, name="dropout")] if self.dropout else []
+        head = (
+            [layers.Dropout(self.dropout, seed=seed + 1, name=DROPOUT_LAYER)]
+            if self.dropout
+            else []
+        )
         # float32 whatever the precision: a float16 softmax loses probability mass.
         classifier = layers.Dense(
             n_classes,
             activation="softmax",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
             dtype="float32",
-            name="classifier",
+            name=CLASSIFIER_LAYER,
         )
         return [*head, classifier]
 
     def _backbone(self, named: Backbone | None):
         """The backbone for this fit: built, or (when it may be shared) the one
         an earlier fit of this process built for the same recipe."""
-        key = self._shared_key(named)
-        backbone = None if key is None else shared_backbones.get(key)
-        if backbone is None:
-            backbone = self._named_backbone(named) if named is not None else self._own_backbone()
-            if key is not None:
-                shared_backbones.put(key, backbone)
-        return backbone
-
-    def _shared_key(self, named: Backbone | None):
-        """Everything a backbone built now depends on, when this fit may share it:
-        it reads features from ``memory`` and never changes the backbone's
-        weights. None otherwise."""
-        if (
-            featcache.location(self.memory) is None
-            or self.augment
-            or self.fine_tune_epochs
-            or self.warm_start
-            or _is_keras_model(self.backbone)
-            or get_tf().distribute.has_strategy()
-        ):
-            return None
-        state = None
-        if self.weights is None:
-            if self.random_state is None:
-                return None
-            # A random backbone's weights follow from Python's random state
-            # (Keras draws its initializers' seeds there).
-            state = _config_digest(repr(random.getstate()))
-        return (
-            named.name if named is not None else _file_identity(self.backbone),
-            self.weights if self.weights in (None, "imagenet") else _file_identity(self.weights),
-            state,
-            tuple(self.image_size_),
-            self.n_channels_,
-            get_keras().config.dtype_policy().name,
-        )
-
-    def _named_backbone(self, named: Backbone):
-        keras = get_keras()
-        shape = (*self.image_size_, 3)
-        name = type(self).__name__
-        if self.weights == "imagenet":
-            try:
-                net = named.build(shape, "imagenet")
-            except Exception as exc:
-                offline = download_failure(exc, named, name)
-                if offline is not None:
-                    raise offline from exc
-                raise
-        else:
-            net = named.build(shape, None)
-            if self.weights is not None:
-                load_weights(net, self.weights, f"backbone {named.name!r}", name)
-        return keras.Model(net.inputs[0], net.outputs[0], name="backbone")
-
-    def _own_backbone(self):
-        keras = get_keras()
-        source = self._source()
-        expected = tuple(input_shape(source)[1:3])
-        if None not in expected and expected != tuple(self.image_size_):
-            raise InputError(
-                f"backbone takes {expected[0]}x{expected[1]} images but image_size is "
-                f"{self.image_size!r}. Pass image_size=None (or {expected})."
+        owner = type(self).__name__
+        key = shared_key(self.get_params(deep=False), named, self.image_size_, self.n_channels_)
+        if named is not None:
+            return shared_or_built(
+                key, lambda: named_backbone(named, self.image_size_, self.weights, owner)
             )
-        if self.weights is None:
-            net = keras.models.clone_model(source)  # same architecture, fresh weights
-        elif _is_keras_model(self.backbone):
-            net = model_from_bytes(model_to_bytes(source))  # never train the user's object
-        else:
-            net = source  # loaded from the file for this fit: already a private copy
-        if self.weights not in (None, "imagenet"):
-            load_weights(net, self.weights, "backbone", type(self).__name__)
-        return keras.Model(net.inputs[0], feature_tensor(net), name="backbone")
+        private = not is_keras_model(self.backbone)
+        return shared_or_built(
+            key,
+            lambda: own_backbone(
+                self._source(),
+                self.weights,
+                self.image_size_,
+                given=self.image_size,
+                private=private,
+                owner=owner,
+            ),
+        )
 
     # -------------------------------------------------------------- training
     def _training_data(self, images: Images, y_enc, train, val, seed) -> _Samples:
@@ -605,7 +541,7 @@ class TransferClassifier(BaseImageClassifier):
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
         data = None
-        if self._fast_frozen_stage and not self.augment:
+        if not self.augment:
             history = self._run_stage(
                 self._head_model(model),
                 self._feature_data(model, samples),
@@ -655,7 +591,7 @@ class TransferClassifier(BaseImageClassifier):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's
         features (the whole network with augmentation)."""
         model.get_layer("backbone").trainable = False
-        if self._fast_frozen_stage and not self.augment:
+        if not self.augment:
             return self._head_model(model), self._feature_data(model, samples)
         return model, self._image_data(samples)
 
@@ -663,11 +599,11 @@ class TransferClassifier(BaseImageClassifier):
         """``model``'s own head layers (shared, not copied) on a feature input:
         training it trains ``model``'s head."""
         keras = get_keras()
-        features = model.get_layer("features").output
+        features = part(model, FEATURES_LAYER).output
         # In the scope of model's strategy, whose variables the head shares.
         with model.distribute_strategy.scope():
             inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
-            return keras.Model(inputs, _apply(_head_of(model), inputs), name="head")
+            return keras.Model(inputs, apply(head_of(model), inputs), name="head")
 
     def _feature_data(self, model, samples: _Samples) -> dict:
         """Keyword arguments of ``model.fit`` for the head: the frozen backbone's
@@ -703,25 +639,9 @@ class TransferClassifier(BaseImageClassifier):
         }
 
     def _features_of(self, images: Images, store, compute) -> np.ndarray:
-        """Features of ``images`` in order: read from ``store`` where it has
-        them, computed (``compute(subset, rows)``, ``rows`` their positions in
-        ``images``) and stored where not."""
-        if store is None:
-            return compute(images, np.arange(len(images)))
-        keys = _image_keys(images)
-        found, _ = store.get(keys)
-        missing = [i for i, f in enumerate(found) if f is None]
-        if missing:
-            part = images.subset(np.asarray(missing))
-            computed = compute(part, np.asarray(missing))
-            # A file rewritten while it was read keeps its old key out of the
-            # store: its features may be of either version.
-            after = _image_keys(part)
-            before = [keys[i] for i in missing]
-            store.put([k if k == a else None for k, a in zip(before, after, strict=True)], computed)
-            for i, row in zip(missing, computed, strict=True):
-                found[i] = row
-        return np.stack(found).astype(np.float32, copy=False)
+        """Features of ``images``, from ``store`` where it has them (see
+        :func:`imgclf._featkeys.features_of`)."""
+        return features_of(images, store, compute)
 
     def _computed_features(self, extractor, images: Images, y) -> np.ndarray:
         data = self._dataset(images, y)  # in order: no shuffling
@@ -730,9 +650,7 @@ class TransferClassifier(BaseImageClassifier):
     def _feature_store(self, extractor, images: Images):
         """The ``memory`` store for this fit's extractor, or None."""
         root = featcache.location(self.memory)
-        if root is None:
-            return None
-        if self.weights is None and self.random_state is None:
+        if root is not None and self.weights is None and self.random_state is None:
             warnings.warn(
                 f"{type(self).__name__}(memory={root!r}) is not used: with weights=None and "
                 "random_state=None every fit draws a new random backbone, whose features no "
@@ -741,24 +659,30 @@ class TransferClassifier(BaseImageClassifier):
                 stacklevel=2,
             )
             return None
-        try:
-            key = self._network_key(extractor, images)
-        except Exception as exc:  # e.g. a custom layer without get_config
-            warnings.warn(
-                f"{type(self).__name__}(memory={root!r}) is not used: the backbone could not "
-                f"be described for the cache ({type(exc).__name__}: {exc}). Features are "
-                "computed in every fit.",
-                featcache.FeatureCacheWarning,
-                stacklevel=2,
-            )
-            return None
-        return featcache.FeatureStore.open(root, key, _feature_length(extractor))
-
-    def _network_key(self, extractor, images: Images) -> bytes:
-        """The key of ``extractor``'s features of images like ``images``."""
-        return featcache.network_key(
-            self._extractor_identity(extractor, images), _weights(extractor)
+        return open_store(
+            self.memory,
+            lambda: self._network_key(extractor, images),
+            type(self).__name__,
+            length=feature_length(extractor),
         )
+
+    def _network_key(self, extractor, images: Images, *, rounded=None) -> bytes:
+        """The key of ``extractor``'s features of images like ``images``;
+        ``rounded``: whether files are read from a pixel cache (by default,
+        as ``fit`` reads them: with ``cache`` set)."""
+        if rounded is None:
+            rounded = images.paths is not None and self.cache is not None
+        named = self._named()
+        identity = extractor_identity(
+            extractor,
+            named.name if named is not None else architecture_digest(self._source()),
+            image_size=self.image_size_,
+            channels=self.n_channels_,
+            color_mode=self.color_mode,
+            input_range=self.input_range_,
+            rounded=rounded,
+        )
+        return extractor_key(extractor, identity)
 
     # ------------------------------------------------------------- predict
     def _proba(self, images: Images, views: list) -> np.ndarray:
@@ -780,8 +704,8 @@ class TransferClassifier(BaseImageClassifier):
         root = featcache.location(self.memory)
         if key is None or root is None:
             return None
-        store = featcache.FeatureStore.reader(root, key, _feature_length(self.model_))
-        found, _ = store.get(_image_keys(images))
+        store = featcache.FeatureStore.reader(root, key, feature_length(self.model_))
+        found, _ = store.get(image_keys(images))
         store.report()
         if any(f is None for f in found):
             return None
@@ -791,39 +715,9 @@ class TransferClassifier(BaseImageClassifier):
         except Exception:  # e.g. a backbone that cannot be described: run it
             return None
         x = np.stack(found).astype(np.float32, copy=False)
-        for layer in _head_of(self.model_):
+        for layer in head_of(self.model_):
             x = layer(x, training=False)
         return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
-
-    def _extractor_identity(self, extractor, images: Images, *, rounded=None) -> dict:
-        """Everything the features depend on besides the image and the weights;
-        ``rounded``: whether files are read from a pixel cache (by default,
-        as ``fit`` reads them: with ``cache`` set)."""
-        if rounded is None:
-            rounded = images.paths is not None and self.cache is not None
-        named = self._named()
-        if named is not None:
-            architecture = named.name
-        else:
-            architecture = _architecture_digest(self._source())
-        around = {
-            layer.__class__.__name__ + f"#{i}": {
-                k: v for k, v in layer.get_config().items() if k != "name"
-            }
-            for i, layer in enumerate(extractor.layers)
-            if layer.name != "backbone"
-        }
-        return {
-            "backbone": architecture,
-            "layers": around,  # input scaling, preprocessing and pooling
-            "image_size": list(self.image_size_),
-            "channels": self.n_channels_,
-            "color_mode": self.color_mode,
-            "input_range": list(self.input_range_),
-            # Pixel caches hold files decoded and rounded to uint8.
-            "rounded": rounded,
-            "versions": [__version__, get_keras().__version__, get_tf().__version__],
-        }
 
     # ----------------------------------------------------------- transform
     def _transform(self, images: Images) -> np.ndarray:
@@ -834,28 +728,20 @@ class TransferClassifier(BaseImageClassifier):
         if store is None:
             return super()._transform(images)
         base = super()._transform
-        return self._features_of(images, store, lambda subset, _: base(subset))
+        return features_of(images, store, lambda subset, _: base(subset))
 
     def _transform_store(self, images: Images):
         """The ``memory`` store of ``model_``'s features as ``transform``
         computes them (files streamed, never from a pixel cache), or None."""
-        root = featcache.location(self.memory)
-        if root is None:
+        if featcache.location(self.memory) is None:
             return None
         extractor = feature_model(self.model_, self._features_layer)
-        try:
-            identity = self._extractor_identity(extractor, images, rounded=False)
-            key = featcache.network_key(identity, _weights(extractor))
-        except Exception as exc:  # e.g. a custom layer without get_config
-            warnings.warn(
-                f"{type(self).__name__}(memory={root!r}) is not used by transform: the "
-                f"backbone could not be described for the cache ({type(exc).__name__}: {exc}). "
-                "Its features are computed in every call.",
-                featcache.FeatureCacheWarning,
-                stacklevel=3,
-            )
-            return None
-        return featcache.FeatureStore.open(root, key)
+        return open_store(
+            self.memory,
+            lambda: self._network_key(extractor, images, rounded=False),
+            type(self).__name__,
+            transform=True,
+        )
 
 
 class _Samples(NamedTuple):
@@ -869,93 +755,6 @@ class _Samples(NamedTuple):
 
 
 # ------------------------------------------------------------------ helpers
-def _looks_like_path(value: str) -> bool:
-    return value.endswith((".keras", ".h5")) or os.sep in value or "/" in value
-
-
-def _is_keras_model(value) -> bool:
-    # Checked by name first so a parameter check never imports TensorFlow.
-    if type(value).__module__.split(".")[0] != "keras":
-        return False
-    return isinstance(value, get_keras().Model)
-
-
-def _apply(layers: list, x):
-    for layer in layers:
-        x = layer(x)
-    return x
-
-
-def _backbone_problem(value: str) -> str | None:
-    if _looks_like_path(value):
-        if not os.path.isfile(value):
-            return "no such file. Pass an existing .keras file."
-        if not value.endswith(".keras"):
-            return (
-                "expected a model saved with model.save('....keras'); for a weights file of a "
-                "named backbone use weights=... instead."
-            )
-        return None
-    if BACKBONES.get(value.lower().replace("-", "_")) is None:
-        return unknown_backbone_message(value)
-    return None
-
-
-def _file_identity(path) -> tuple:
-    stat = os.stat(path)
-    return (os.path.abspath(os.fspath(path)), stat.st_size, stat.st_mtime_ns)
-
-
-def _image_keys(images: Images) -> list:
-    if images.array is not None:
-        return featcache.array_keys(images.array)
-    return featcache.path_keys(images.paths)
-
-
-def _feature_length(model) -> int | None:
-    """How many features ``model``'s (or an extractor's) ``features`` layer
-    gives each image, or None if that is not fixed."""
-    try:
-        length = model.get_layer("features").output.shape[-1]
-    except (ValueError, AttributeError):
-        length = model.outputs[0].shape[-1]
-    return None if length is None else int(length)
-
-
-def _extractor(model):
-    """``model`` from its input to its pooled features (sharing its layers)."""
-    return get_keras().Model(model.inputs[0], model.get_layer("features").output)
-
-
-def _head_of(model) -> list:
-    """``model``'s head layers, in order: dropout (if any) and the classifier."""
-    names = {layer.name for layer in model.layers}
-    return [model.get_layer(n) for n in ("dropout", "classifier") if n in names]
-
-
-def _weights(model) -> list[np.ndarray]:
-    return [np.asarray(w.numpy()) for w in model.weights]
-
-
-def _config_digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def _architecture_digest(model) -> str:
-    """A digest of ``model``'s configuration without its layers' ``trainable``
-    flags: freezing the backbone (as the first fit of a search does to the
-    network it loaded) changes no feature, so it must not change the key."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "trainable"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return _config_digest(json.dumps(strip(json.loads(model.to_json())), sort_keys=True))
-
-
 def _features(extractor, x, y, batch_size: int):
     """Features and labels of ``x`` (an array, or a ``tf.data`` dataset of
     ``(images, labels)`` read once so both stay in the same order)."""

@@ -13,6 +13,7 @@ from PIL import Image
 
 import imgclf
 from imgclf.cli import main
+from imgclf.exceptions import InputError
 
 CLASSES = ("bars", "cols", "dots")
 
@@ -282,6 +283,25 @@ def test_errors_are_one_clear_line(trained, tmp_path, capsys, argv, message):
     assert code == 1
     assert err.startswith("imgclf: error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_csv_errors_name_the_flags(tmp_path, capsys):
+    """The library's advice names ``delimiter=`` and ``encoding=``; the command
+    line adds its flags, for those errors (``InputError.parameters``) only."""
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path;label\na.png;x\n")
+    argv = ["train", str(tmp_path), "--csv", str(manifest), "--out", str(tmp_path / "m")]
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert "delimiter=';'" in err and "On the command line: --delimiter CHAR" in err
+    with pytest.raises(InputError) as exc:
+        imgclf.load_csv(manifest)
+    assert exc.value.parameters == ("delimiter",)
+    # An error that only quotes a path with "delimiter=" in it is not about the flag.
+    empty = tmp_path / "delimiter=x.csv"
+    empty.write_text("")
+    code, _, err = run(["train", str(tmp_path), "--csv", str(empty), "--out", "m"], capsys)
+    assert code == 1 and "is empty" in err and "--delimiter" not in err
 
 
 def test_debug_shows_the_traceback(tmp_path):

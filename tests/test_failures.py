@@ -365,3 +365,23 @@ def test_checkpoint_for_other_parameters_or_data_starts_afresh(ten_and_five, tmp
     path.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="cannot be resumed from: it is not a zip archive"):
         CNNClassifier(**{**params, "epochs": 1}).fit(X5, y5)
+
+
+def test_stateful_callbacks_are_recognised_by_class_not_by_name():
+    """Early stopping's and the plateau schedule's state is checkpointed for
+    those callbacks and their subclasses, under the Keras class's name; a
+    callback merely named like one has none."""
+    from imgclf._fitrun import _stateful_kind
+
+    keras = get_keras()
+
+    class Patient(keras.callbacks.EarlyStopping):
+        pass
+
+    class ReduceLROnPlateau(keras.callbacks.Callback):
+        pass
+
+    assert _stateful_kind(Patient()) == "EarlyStopping"
+    assert _stateful_kind(keras.callbacks.ReduceLROnPlateau()) == "ReduceLROnPlateau"
+    assert _stateful_kind(ReduceLROnPlateau()) is None
+    assert _stateful_kind(keras.callbacks.History()) is None

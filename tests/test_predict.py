@@ -166,6 +166,20 @@ def test_flips_from_keras_layers():
     assert not inference.flips_in([keras.layers.RandomFlip("vertical")])
 
 
+def test_flips_are_recognised_by_class_not_by_name():
+    keras = pytest.importorskip("keras")
+
+    class Mirror(keras.layers.RandomFlip):  # a RandomFlip under another name
+        pass
+
+    class RandomFlip(keras.layers.Layer):  # the name, but no flip
+        def get_config(self):
+            return {**super().get_config(), "mode": "horizontal"}
+
+    assert inference.flips_in([Mirror("horizontal")])
+    assert not inference.flips_in([RandomFlip()])
+
+
 def test_tta_averages_the_views(fitted_cnn, small_digits):
     tf = pytest.importorskip("tensorflow")
     X, _ = small_digits
@@ -223,3 +237,38 @@ def test_tta_survives_save_and_load(fitted_cnn, small_digits, tmp_path):
     loaded = imgclf.load(tmp_path / "model.imgclf")
     assert loaded.tta == 3
     np.testing.assert_allclose(loaded.predict_proba(X[:4]), expected, atol=1e-6)
+
+
+def test_predict_mixin_reads_only_its_declared_interface():
+    """Every private name PredictMixin reads on ``self`` is one it defines
+    itself: its own helpers and the interface its host implements
+    (``_prediction_input``, ``_reading``, ``_parameter_problem``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inference.PredictMixin))
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    defined |= {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    read = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and node.attr.startswith("_")
+    }
+    read |= {
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) in ("getattr", "hasattr")
+        and isinstance(node.args[1], ast.Constant)
+        and str(node.args[1].value).startswith("_")
+    }
+    assert read and read <= defined, sorted(read - defined)
