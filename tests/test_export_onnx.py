@@ -199,3 +199,11 @@ def test_efficientnet_lite0_onnx_agrees(tmp_path):
     expected = clf.predict_proba(X)
     assert expected.std(axis=0).max() > 1e-3
     np.testing.assert_allclose(_run(tmp_path / "lite.onnx", X), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_onnx_agrees(fitted_mobilenet_transfer, tmp_path):
+    """MobileNetV3's hard-swish and squeeze-and-excitation, nested as a backbone."""
+    clf, X = fitted_mobilenet_transfer
+    clf.export(tmp_path / "m.onnx", format="onnx")
+    np.testing.assert_allclose(_run(tmp_path / "m.onnx", X), clf.predict_proba(X), atol=1e-4)
