@@ -261,9 +261,9 @@ class PersistMixin:
         Parameters
         ----------
         path : str or os.PathLike
-            A folder for ``"saved_model"``, a file for ``"tflite"``.
-        format : {"saved_model", "tflite"}, default="saved_model"
-            The format written.
+            A folder for ``"saved_model"``, a file for ``"tflite"`` and ``"onnx"``.
+        format : {"saved_model", "tflite", "onnx"}, default="saved_model"
+            The format written; ``"onnx"`` needs ``pip install "imgclf[onnx]"``.
 
         Returns
         -------
@@ -273,7 +273,8 @@ class PersistMixin:
         Raises
         ------
         imgclf.exceptions.InputError
-            For an unknown format or a target that cannot be replaced safely.
+            For an unknown format, a target that cannot be replaced safely, or
+            (ONNX) a missing extra or a model that does not convert faithfully.
 
         See Also
         --------

@@ -433,9 +433,9 @@ CASES = [
     ("load a folder", lambda c: imgclf.load(c.tmp), ModelFileError, ["is a folder"]),
     (
         "export format",
-        lambda c: c.clf.export(f"{c.tmp}/e", format="onnx"),
+        lambda c: c.clf.export(f"{c.tmp}/e", format="coreml"),
         InputError,
-        ["format='onnx'"],
+        ["format='coreml'"],
     ),
     (
         "export into a missing folder",

@@ -79,8 +79,8 @@ def test_refuses_to_replace_a_folder_that_is_not_an_export(fitted_cnn, tmp_path)
 
 def test_bad_format_and_missing_folder(fitted_cnn, tmp_path):
     clf = fitted_cnn
-    with pytest.raises(InputError, match="'onnx'.*'saved_model'.*'tflite'"):
-        clf.export(tmp_path / "m", format="onnx")
+    with pytest.raises(InputError, match="'coreml'.*'saved_model'.*'tflite'.*'onnx'"):
+        clf.export(tmp_path / "m", format="coreml")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         clf.export(tmp_path / "nope" / "m.tflite", format="tflite")
 
