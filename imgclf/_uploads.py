@@ -128,10 +128,13 @@ def decode(upload: Upload, estimator) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 -- any decoder failure is the file's
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise UploadError(f"{upload.name}: a damaged image ({reason}).") from None
-    tf = get_tf()
-    x = finish(tf, tf.constant(image), estimator.n_channels_, tuple(estimator.image_size_))
+    size, channels = tuple(estimator.image_size_), estimator.n_channels_
+    if image.shape == (*size, channels):  # nothing for finish to do (no alpha, no resize)
+        x = image
+    else:
+        tf = get_tf()
+        x = finish(tf, tf.constant(image), channels, size).numpy()
     low, high = (float(v) for v in estimator.input_range_)
-    x = x.numpy()
     return x if (low, high) == (0.0, 255.0) else low + x * ((high - low) / 255.0)
 
 

@@ -51,6 +51,18 @@ def model(tmp_path_factory):
         name = folder / (f"img{i}.png" if i % 2 else f"img{i}.jpg")
         Image.fromarray(image).save(name)
         files.append(name)
+    # At the network's size (nothing to convert), grey, and with transparency.
+    same, _ = colour_images(1, rng)
+    grey = Image.fromarray(same[0]).convert("L")
+    rgba = Image.fromarray(colour_images(1, rng, (18, 18))[0][0]).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((18, 18)))
+    for name, picture in [
+        ("same.png", Image.fromarray(same[0])),
+        ("grey.png", grey),
+        ("alpha.png", rgba),
+    ]:
+        picture.save(folder / name)
+        files.append(folder / name)
     return clf, path, files
 
 
