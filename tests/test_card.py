@@ -192,3 +192,15 @@ def test_without_a_hold_out_the_counts_are_zero():
 
     facts = fit_facts("f" * 64, np.array([0, 1, 1, 2]), np.arange(4), None, 3)
     assert facts["train_per_class"] == [1, 2, 1] and facts["holdout_per_class"] == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_a_transfer_classifier_s_card_round_trips(fitted_mobilenet_transfer, tmp_path):
+    clf, X = fitted_mobilenet_transfer
+    card = clf.card_
+    assert card["estimator"] == "TransferClassifier" and card["n_channels"] == 3
+    assert card["params"]["backbone"] == "mobilenet_v3_small"
+    assert sum(card["train_per_class"]) + sum(card["holdout_per_class"]) == len(X)
+    assert card["fit"]["epochs_run"] == len(clf.history_["loss"])
+    clf.save(tmp_path / "transfer.imgclf")
+    assert imgclf.load(tmp_path / "transfer.imgclf").card_ == card
