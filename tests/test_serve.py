@@ -282,3 +282,10 @@ def test_limits_must_be_positive(model, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", str(model[1]), flag])
     assert exit_.value.code == 2 and "expected a number > 0" in capsys.readouterr().err
+
+
+def test_only_loopback_hosts_are_private():
+    from imgclf.serving import _is_loopback
+
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example"))
