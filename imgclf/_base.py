@@ -66,6 +66,7 @@ from ._validation import (
 )
 from ._vectorfit import fit_vectors, takes_vectors
 from .augment import PRESETS, augment_problem, augmentation_layers
+from .card import CardMixin, fit_facts, fit_outcome
 from .devices import (
     PRECISIONS,
     global_batch,
@@ -101,7 +102,7 @@ SIZE = param(
 DROPOUT = param(Number(0, 1, closed="left"))
 
 
-class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstimator):
+class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin, BaseEstimator):
     """Base class: the scikit-learn contract around a Keras network.
 
     Not meant to be used directly; see :class:`imgclf.CNNClassifier` and
@@ -356,6 +357,10 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         started = time.perf_counter()
         with seeded(seed), released_gradient_functions():
             train, val = self._split(y_enc, seed)
+            run = self.__dict__["_fit_run"]
+            fingerprint = run.fingerprints.get("data") or data_fingerprint(images, y)
+            facts = fit_facts(fingerprint, y_enc, train, val, len(classes))
+            self.__dict__["_card_facts"] = facts  # the model card's (clf.card_)
             self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
             if not warm:
                 self.model_ = self._build_model(len(classes), seed)
@@ -374,6 +379,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 )
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
+        monitor = "val_loss" if val is not None else "loss"
+        facts["fit"] = fit_outcome(history, run.best_epoch, monitor)
         self.interrupted_ = False
         self._warn_if_diverged(history)
         return self

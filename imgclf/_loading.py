@@ -31,6 +31,7 @@ from ._manifest import (
     SAFE_KERAS,
     BadField,
     check_attributes,
+    check_card,
     check_network,
     check_top_level,
     check_views,
@@ -209,6 +210,7 @@ def _load_archive(path: str, f, size: int, trusted: bool):
                     raise BadField("network", f"true, but the file has no {NETWORK}")
                 network = _extract_network(zf, path, size)
             name, versions = manifest["estimator"], manifest["versions"]
+            card = manifest.get("card")
             dropped = list(manifest["dropped"])
         _check_versions(path, versions)
         estimator = _new_estimator(path, name, params, dropped)
@@ -225,6 +227,9 @@ def _load_archive(path: str, f, size: int, trusted: bool):
             estimator.model_ = _network(path, network, trusted)
             check_network(estimator.model_, attributes)
             check_views(estimator)
+            # The model card's facts; a file saved without one has its versions only.
+            facts = {"versions": dict(versions)} if card is None else check_card(card, attributes)
+            estimator.__dict__["_card_facts"] = facts
         return estimator
     except ModelFileError:
         raise

@@ -16,7 +16,11 @@ What is checked, and what is done with the unexpected:
 - against the network (:func:`check_network`): one input of shape
   ``(*image_size_, n_channels_)`` and one output per class in ``classes_``,
   and one image of zeros run through it gives a row of probabilities;
-  and ``tta`` against ``image_size_`` (:func:`check_views`).
+  and ``tta`` against ``image_size_`` (:func:`check_views`);
+- the model card (``card``, optional: files of earlier releases have none),
+  by :func:`check_card`: each field of its type and within its bounds, and
+  agreeing with ``classes_`` and ``image_size_``; fields it does not know are
+  ignored.
 
 A problem raises :class:`BadField` naming the field; ``load`` turns it into a
 :class:`~imgclf.exceptions.ModelFileError` naming the file.
@@ -235,6 +239,108 @@ def check_attributes(attributes: dict, has_network: bool) -> tuple[dict, list[st
     return known, unknown
 
 
+#: Version of the model card's layout (``card.card_version``).
+CARD_VERSION = 1
+#: The longest text a card holds in one field (a parameter's ``repr`` is cut there).
+CARD_TEXT = 1000
+#: The most parameters, metrics or versions a card lists.
+CARD_ENTRIES = 256
+
+
+def _card_scalar(value) -> bool:
+    if isinstance(value, str):
+        return len(value) <= CARD_TEXT
+    return (
+        value is None or isinstance(value, bool) or _int(value, -(2**63), 2**63) or _finite(value)
+    )
+
+
+def _card_value(value) -> bool:
+    """A card's parameter: a JSON scalar or a list of at most 16 of them."""
+    if isinstance(value, list):
+        return len(value) <= 16 and all(_card_scalar(v) and not isinstance(v, str) for v in value)
+    return _card_scalar(value)
+
+
+def _card_counts(value, n_classes: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != n_classes:
+        return f"expected a list of {n_classes} counts (one per class) or null"
+    if not all(_int(v, 0, 2**63) for v in value):
+        return "expected counts (integers >= 0)"
+    return None
+
+
+def _card_mapping(value, accepts, expected: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > CARD_ENTRIES:
+        return f"expected an object of at most {CARD_ENTRIES} entries or null"
+    for key, item in value.items():
+        if len(key) > 100 or not accepts(item):
+            return f"expected {expected}, got {key[:100]!r}: {str(item)[:60]!r}"
+    return None
+
+
+def _card_text(limit: int):
+    def check(value):
+        if value is None or (isinstance(value, str) and len(value) <= limit):
+            return None
+        return f"expected a string of at most {limit} characters or null"
+
+    return check
+
+
+#: The card's fields ``load`` reads back (what only the fit knows) -> check.
+CARD_FACTS = {
+    "fit": lambda v: _card_mapping(v, _card_scalar, "numbers or short strings"),
+    "versions": lambda v: _card_mapping(
+        v, lambda s: isinstance(s, str) and len(s) <= 100, "version strings"
+    ),
+    "data_fingerprint": _card_text(128),
+    "trained_at": _card_text(64),
+}
+#: The card's fields ``load`` recomputes from the estimator -> check.
+CARD_DERIVED = {
+    "card_version": lambda v: None if _int(v, 1) else "expected an integer >= 1",
+    "estimator": _card_text(100),
+    "params": lambda v: _card_mapping(v, _card_value, "a number, a string or a short list"),
+    "interrupted": lambda v: None if isinstance(v, bool) else "expected true or false",
+    "temperature": lambda v: (
+        None if v is None or (_finite(v) and v > 0) else "expected a number > 0 or null"
+    ),
+}
+
+
+def check_card(card, attributes: dict) -> dict:
+    """The facts a saved card holds (:data:`CARD_FACTS`, the images per
+    class), each field of the card checked against its bounds and against the
+    file's ``classes_`` and ``image_size_``; raises :class:`BadField`."""
+    if not isinstance(card, dict):
+        raise BadField("card", f"expected an object, got {str(card)[:60]!r}")
+    classes = attributes["classes_"].tolist()
+    if card.get("classes") != classes:
+        raise BadField("card.classes", "expected the file's classes_, in order")
+    if card.get("image_size") != list(attributes["image_size_"]):
+        raise BadField("card.image_size", "expected the file's image_size_")
+    if card.get("n_channels") != attributes["n_channels_"]:
+        raise BadField("card.n_channels", "expected the file's n_channels_")
+    facts = {}
+    for key in ("train_per_class", "holdout_per_class"):
+        problem = _card_counts(card.get(key), len(classes))
+        if problem:
+            raise BadField(f"card.{key}", problem)
+        facts[key] = card.get(key)
+    for key, check in {**CARD_FACTS, **CARD_DERIVED}.items():
+        problem = check(card.get(key))
+        if problem:
+            raise BadField(f"card.{key}", problem)
+        if key in CARD_FACTS:
+            facts[key] = card.get(key)
+    return facts
+
+
 def check_network(model, attributes: dict) -> None:
     """The network takes ``(*image_size_, n_channels_)`` images and gives one
     probability per class in ``classes_``: by its declared shapes, and by
@@ -322,6 +428,9 @@ def path_parameters(params: dict) -> dict:
 
 __all__ = [
     "ATTRIBUTES",
+    "CARD_ENTRIES",
+    "CARD_TEXT",
+    "CARD_VERSION",
     "ESTIMATORS",
     "FORMAT",
     "FORMAT_VERSION",
@@ -333,6 +442,7 @@ __all__ = [
     "REQUIRED",
     "BadField",
     "check_attributes",
+    "check_card",
     "check_network",
     "check_top_level",
     "check_views",

@@ -1,4 +1,5 @@
-"""The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``, ``audit``.
+"""The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``,
+``audit``, ``info`` and ``serve`` (those two in ``_servecli``).
 
 Parsing and ``--help`` never import TensorFlow; each command imports what it
 needs when it runs. Errors print one ``imgclf: error: ...`` message and exit
@@ -13,6 +14,8 @@ import csv
 import os
 import sys
 import warnings
+
+from ._servecli import add_commands
 
 # Images per predict_proba call in predict/evaluate: bounds memory on large
 # folders and paces the progress bar.
@@ -650,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--quiet", action="store_true", help="no progress bars")
     audit.set_defaults(func=_cmd_audit)
+    add_commands(sub, debug)  # info, serve
     return parser
 
 

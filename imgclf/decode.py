@@ -17,6 +17,8 @@ Pillow's). Should a file still fail while it streams (changed on disk since),
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import warnings
@@ -67,8 +69,10 @@ def _pillow_image(path, draft: bool = False):
         path = path.item()
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    # Only a regular file is opened (a FIFO would block, a device never end).
-    with open_binary(path) as f, Image.open(f) as im:
+    # Only a regular file is opened (a FIFO would block, a device never end);
+    # an image held in memory (an upload to ``imgclf serve``) is read as it is.
+    opened = contextlib.nullcontext(path) if isinstance(path, io.BytesIO) else open_binary(path)
+    with opened as f, Image.open(f) as im:
         im.seek(0)  # the first frame of an animation
         if draft and im.format == "JPEG":
             im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
@@ -104,6 +108,11 @@ def pillow_pixels(path) -> np.ndarray:
         return np.clip(array, 0, 255)[..., None]
     array = np.asarray(im, dtype=np.float32)
     return array[..., None] if array.ndim == 2 else array
+
+
+def pixels_from_memory(data: bytes) -> np.ndarray:
+    """:func:`pillow_pixels` of an image file's bytes held in memory."""
+    return pillow_pixels(io.BytesIO(data))
 
 
 def pillow_problem(path) -> str | None:

@@ -39,6 +39,7 @@ from ._loading import load
 from ._manifest import ESTIMATORS, FORMAT, FORMAT_VERSION, MANIFEST, NETWORK, versions
 from ._pathargs import check_output_file
 from ._values import Encoder, UnsafeValue
+from .card import model_card
 from .devices import is_strategy
 from .exceptions import UnsavedParameterWarning
 
@@ -154,6 +155,8 @@ def _contents(estimator) -> tuple[dict, dict, bytes | None]:
         "attributes": attributes,
         "network": model is not None,
     }
+    if model is not None:
+        manifest["card"] = dict(model_card(estimator))  # read back by _manifest.check_card
     return manifest, encode.arrays, None if model is None else model_to_bytes(model)
 
 

@@ -256,6 +256,12 @@ class TransferClassifier(BaseImageClassifier):
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
         so far (see :meth:`fit`).
+    card_ : imgclf.card.ModelCard
+        The model card, a dict: classes and training and hold-out images per
+        class, input size, parameters, the kept epoch's hold-out loss and
+        accuracy, the temperature once calibrated, library versions, a
+        fingerprint of the training data and the date. Saved with the model;
+        ``imgclf info MODEL`` prints it (see :doc:`/serving`).
     image_size_ : (int, int)
         Height and width the network takes.
     n_channels_ : int
