@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__, featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
+from ._calibration import OUTPUT_LAYERS, custom_objects, output_layers
 from ._files import special_problem
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._validation import Images, image_size_tuple
@@ -219,6 +220,15 @@ class TransferClassifier(BaseImageClassifier):
         predicts on the images as given; ``n`` averages over them and ``n - 1``
         flipped (when ``augment`` flips) or shifted views, as for
         :class:`CNNClassifier`. Costs ``n`` times the prediction time.
+    calibrate : bool, default=True
+        After training, fit one temperature ``T`` on the hold-out's logits
+        (the ``T`` minimising their negative log-likelihood; the weights are
+        not trained again) and divide the logits by it inside the network,
+        before the softmax: ``predict_proba`` gives calibrated probabilities,
+        in saved, pickled and exported models too, while ``predict`` is
+        unchanged. ``temperature_`` holds ``T``: 1.0 with ``calibrate=False``
+        or without a hold-out (``validation_fraction=0.0``, or too few images
+        per class). See "Calibrated probabilities" in the models guide.
 
     Attributes
     ----------
@@ -246,6 +256,9 @@ class TransferClassifier(BaseImageClassifier):
         Channels the network takes (3 for named backbones).
     input_range_ : (float, float)
         Pixel values mapped to 0 and 1 by the network's first layer.
+    temperature_ : float
+        The temperature dividing the logits before the softmax (see
+        ``calibrate``); 1.0 when none was fitted.
     precision_ : str
         The Keras dtype policy the network was built with (``"float32"``,
         ``"mixed_float16"`` or ``"mixed_bfloat16"``).
@@ -303,6 +316,7 @@ class TransferClassifier(BaseImageClassifier):
         fine_tune_learning_rate: float | None = None,
         memory=None,
         tta: int = 0,
+        calibrate: bool = True,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -332,6 +346,7 @@ class TransferClassifier(BaseImageClassifier):
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.memory = memory
         self.tta = tta
+        self.calibrate = calibrate
 
     # ------------------------------------------------------------ parameters
     _parameter_rules = {
@@ -428,7 +443,9 @@ class TransferClassifier(BaseImageClassifier):
                         f"{type(self).__name__}: backbone={path!r} {problem}; pass a .keras file."
                     )
                 try:
-                    model = get_keras().models.load_model(path, compile=False)
+                    model = get_keras().models.load_model(
+                        path, compile=False, custom_objects=custom_objects()
+                    )
                 except Exception as exc:
                     raise InputError(
                         f"{type(self).__name__} could not load backbone={path!r} as a Keras "
@@ -499,12 +516,11 @@ class TransferClassifier(BaseImageClassifier):
         # float32 whatever the precision: a float16 softmax loses probability mass.
         classifier = layers.Dense(
             n_classes,
-            activation="softmax",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
             dtype="float32",
             name="classifier",
         )
-        return [*head, classifier]
+        return [*head, classifier, *output_layers()]
 
     def _backbone(self, named: Backbone | None):
         """The backbone for this fit: built, or (when it may be shared) the one
@@ -928,9 +944,11 @@ def _extractor(model):
 
 
 def _head_of(model) -> list:
-    """``model``'s head layers, in order: dropout (if any) and the classifier."""
+    """``model``'s head layers, in order: dropout (if any), the classifier,
+    and the temperature and softmax after it (not in networks saved before
+    they existed)."""
     names = {layer.name for layer in model.layers}
-    return [model.get_layer(n) for n in ("dropout", "classifier") if n in names]
+    return [model.get_layer(n) for n in ("dropout", "classifier", *OUTPUT_LAYERS) if n in names]
 
 
 def _weights(model) -> list[np.ndarray]:
