@@ -148,8 +148,10 @@ def fit_temperature(logits, y, sample_weight=None) -> float:
     Returns
     -------
     float
-        ``T`` in ``[T_MIN, T_MAX]``, searched over ``log T`` (1.0 when the
-        logits are not finite, or no sample has weight).
+        ``T`` in ``(T_MIN, T_MAX]``, searched over ``log T``; 1.0 when the
+        likelihood keeps falling down to ``T_MIN`` (a hold-out with no
+        mistake: sharpening always lowers its loss), the logits are not
+        finite, or no sample has weight.
     """
     from scipy.optimize import minimize_scalar
 
@@ -167,6 +169,13 @@ def fit_temperature(logits, y, sample_weight=None) -> float:
         method="bounded",
         options={"xatol": 1e-4},
     )
+    if found.x - math.log(T_MIN) < 1e-2:
+        # No optimum above the lower bound: the hold-out does not tell T
+        # (when every one of its images is right, sharpening always lowers
+        # its loss, down to T -> 0, which would make every answer certain).
+        # At the upper bound the network is no better than chance on the
+        # hold-out, and near-uniform probabilities are the honest answer.
+        return 1.0
     value = math.exp(float(found.x))
     # Keep T = 1 unless the search found a strictly better likelihood.
     if not nll(logits, y, value, sample_weight) < nll(logits, y, 1.0, sample_weight):
