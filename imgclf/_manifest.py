@@ -270,15 +270,6 @@ def check_network(model, attributes: dict) -> None:
             f"{n_classes} classes for a network of output shape {outputs}: predictions would "
             "carry the wrong labels",
         )
-    layer = temperature_layer(model)
-    held = 1.0 if layer is None else get_temperature(model)
-    said = attributes.get("temperature_", DEFAULTS["temperature_"])
-    if not math.isclose(held, said, rel_tol=1e-5):
-        raise BadField(
-            "attributes.temperature_",
-            f"{said!r}, but the network's temperature layer holds {held!r}"
-            + (" (the network has none)" if layer is None else ""),
-        )
     # The config may still describe layers that do not fit together (Keras
     # builds them lazily): one image of zeros must give one row of probabilities.
     keras = get_keras()
@@ -296,6 +287,15 @@ def check_network(model, attributes: dict) -> None:
             "model.keras",
             f"the network gives {out.ravel()[:5].tolist()} (shape {out.shape}) for an image, "
             f"not {n_classes} class probabilities",
+        )
+    layer = temperature_layer(model)
+    held = 1.0 if layer is None else get_temperature(model)
+    said = attributes.get("temperature_", DEFAULTS["temperature_"])
+    if not math.isclose(held, said, rel_tol=1e-5):
+        raise BadField(
+            "attributes.temperature_",
+            f"{said!r}, but the network's temperature layer holds {held!r}"
+            + (" (the network has none)" if layer is None else ""),
         )
 
 
