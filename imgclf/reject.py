@@ -152,6 +152,26 @@ class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return abstained(proba, self.classes_, self.threshold, self.unknown)
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict`, where ``unknown`` counts as a mistake.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Samples, as the wrapped classifier takes them.
+        y : array-like of shape (n,)
+            Their true labels.
+        sample_weight : array-like of shape (n,), optional
+            Weights of the samples.
+
+        Returns
+        -------
+        float
+            The (weighted) share of samples answered with their true label.
+        """
+        right = self.predict(X) == np.asarray(y, dtype=object)
+        return float(np.average(right, weights=sample_weight))
+
 
 def abstained(proba, classes, threshold: float, unknown) -> np.ndarray:
     """``classes[argmax]`` per row of ``proba``, ``unknown`` where the row's

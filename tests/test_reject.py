@@ -25,6 +25,8 @@ def test_abstain_on_a_fitted_imgclf_estimator(fitted_cnn, small_digits):
     np.testing.assert_array_equal(labels[~refused], fitted_cnn.predict(X)[~refused])
     np.testing.assert_array_equal(abstain.predict_proba(X), proba)
     np.testing.assert_array_equal(abstain.classes_, fitted_cnn.classes_)
+    right = (labels == y) & ~refused
+    assert abstain.score(X, y) == pytest.approx(right.mean())
     # An unknown label of the classes' dtype keeps it; threshold 0 never refuses.
     same = abstain.set_params(unknown=-1).predict(X)
     assert same.dtype == fitted_cnn.classes_.dtype and (same[refused] == -1).all()
