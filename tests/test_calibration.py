@@ -144,8 +144,16 @@ def test_tta_and_grad_cam_carry_the_temperature(calibrated):
     from imgclf.explain import grad_cam
 
     clf, X, _ = calibrated
-    _, proba = grad_cam(clf, X[:5])
+    maps, proba = grad_cam(clf, X[:5])
     np.testing.assert_allclose(proba, clf.predict_proba(X[:5]), rtol=1e-4, atol=1e-6)
+    # Grad-CAM explains the scores before the softmax: dividing them by T
+    # scales every gradient alike, and the maps (each scaled to its peak) stay.
+    set_temperature(clf.model_, 1.0)
+    try:
+        plain_maps, _ = grad_cam(clf, X[:5])
+    finally:
+        set_temperature(clf.model_, clf.temperature_)
+    np.testing.assert_allclose(maps, plain_maps, atol=1e-4)
     clf.set_params(tta=3)
     try:
         scaled = clf.predict_proba(X[:10])
