@@ -10,6 +10,7 @@ __version__ = "0.1.0.dev0"
 
 # Public name -> module that defines it.
 _EXPORTS = {
+    "Abstain": ".reject",
     "CNNClassifier": ".cnn",
     "TransferClassifier": ".transfer",
     "find_label_issues": ".audit",
@@ -17,6 +18,7 @@ _EXPORTS = {
     "load_csv": ".data",
     "load_filenames": ".data",
     "load_folder": ".data",
+    "threshold_for": ".reject",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -26,8 +26,10 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from . import pipeline
 from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
+from ._calibration import fit_temperature, set_temperature, temperature_layer
 from ._checkpoint import data_fingerprint, params_fingerprint
 from ._fitrun import FitRun, collapse_message, restore, snapshot
+from ._netparts import CLASSIFIER_LAYER
 from ._params import (
     BOOLEAN,
     NONE,
@@ -79,7 +81,7 @@ from .devices import (
     warn_slow_float16,
 )
 from .exceptions import InputError, TrainingError
-from .inference import PredictMixin
+from .inference import PredictMixin, feature_model, tta_views
 from .persist import PersistMixin
 from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
@@ -154,6 +156,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             Options(0, 1, 2), expected="0 (silent), 1 (progress bar) or 2 (one line per epoch)"
         ),
         "warm_start": param(BOOLEAN),
+        "calibrate": param(BOOLEAN),
         "callbacks": param(
             NONE, Rule(_is_callback_list, "a list of keras.callbacks.Callback objects")
         ),
@@ -370,6 +373,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
+                self.temperature_ = 1.0
+                set_temperature(self.model_, 1.0)  # training is never scaled
                 history = self._train(self.model_, data)
                 seen = len(train) * max(1, len(history.get("loss", ())))
                 refresh_batchnorm(
@@ -377,6 +382,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
                     lambda: self._batchnorm_sample(images, train, seed, seen),
                     judge=self._holdout_loss(data),
                 )
+                self.temperature_ = self._calibrate(images, y_enc, val)
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         monitor = "val_loss" if val is not None else "loss"
@@ -497,6 +503,23 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
                 x = layer(x)
             outputs = self._build_network(x, n_classes)
             return keras.Model(inputs, outputs, name=owner)
+
+    def _calibrate(self, images: Images, y_enc, val, sample_weight=None) -> float:
+        """Fit the temperature on the hold-out's logits and set it in the
+        network (see :mod:`imgclf._calibration`); 1.0 with ``calibrate=False``,
+        without a hold-out or a temperature layer (a network saved before it)."""
+        if not self.calibrate or val is None or temperature_layer(self.model_) is None:
+            return 1.0
+        logits = self._network_output(
+            feature_model(self.model_, CLASSIFIER_LAYER),
+            images.subset(val),
+            tta_views(1, self.image_size_, flip=False),
+            "fit",
+        )
+        weights = None if sample_weight is None else np.asarray(sample_weight)[val]
+        temperature = fit_temperature(logits, y_enc[val], weights)
+        set_temperature(self.model_, temperature)
+        return temperature
 
     def _training_data(self, images: Images, y_enc, train, val, seed) -> dict:
         """Keyword arguments of ``model.fit``: the training and validation data

@@ -22,6 +22,7 @@ from importlib import import_module
 import joblib
 
 from ._backend import get_keras
+from ._calibration import custom_objects
 from ._manifest import (
     ESTIMATORS,
     FORMAT,
@@ -386,7 +387,9 @@ def _network(path: str, network_file: str, trusted: bool):
             "wrote the file."
         )
     try:
-        return get_keras().models.load_model(network_file, safe_mode=True)
+        return get_keras().models.load_model(
+            network_file, safe_mode=True, custom_objects=custom_objects()
+        )
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(

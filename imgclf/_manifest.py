@@ -12,10 +12,13 @@ What is checked, and what is done with the unexpected:
   estimator does not have are ignored with a warning;
 - fitted attributes: each of :data:`ATTRIBUTES` of its type and range;
   others are ignored with a warning; with a network, the ones prediction
-  needs (:data:`REQUIRED`) must be there, without one none may be;
+  needs (:data:`REQUIRED`) must be there, without one none may be; those
+  files of earlier releases lack take their :data:`DEFAULTS`
+  (``temperature_``: 1.0);
 - against the network (:func:`check_network`): one input of shape
   ``(*image_size_, n_channels_)`` and one output per class in ``classes_``,
-  and one image of zeros run through it gives a row of probabilities;
+  ``temperature_`` equal to the network's temperature layer (1.0 without
+  one), and one image of zeros run through it gives a row of probabilities;
   and ``tta`` against ``image_size_`` (:func:`check_views`);
 - the model card (``card``, optional: files of earlier releases have none),
   by :func:`check_card`: each field of its type and within its bounds, and
@@ -35,6 +38,7 @@ import os
 import numpy as np
 
 from ._backend import get_keras, get_tf
+from ._calibration import get_temperature, temperature_layer
 from .backbones import BACKBONES
 from .inference import flips_in, max_views
 
@@ -179,9 +183,13 @@ ATTRIBUTES = {
     "interrupted_": _check(lambda v: isinstance(v, bool), "True or False"),
     "n_features_in_": _check(lambda v: _int(v, 1), "an integer >= 1"),
     "feature_names_in_": _names,
+    "temperature_": _check(lambda v: _finite(v) and v > 0, "a number > 0"),
 }
 #: The attributes a fitted estimator's file must hold (what prediction reads).
 REQUIRED = ("classes_", "image_size_", "n_channels_", "input_range_", "batch_size_")
+#: Attributes a fitted estimator has that files of earlier releases lack,
+#: with the value they stand for there.
+DEFAULTS = {"temperature_": 1.0}
 
 
 def check_top_level(manifest: dict) -> None:
@@ -228,6 +236,7 @@ def check_attributes(attributes: dict, has_network: bool) -> tuple[dict, list[st
         for key in REQUIRED:
             if key not in known:
                 raise BadField(f"attributes.{key}", "missing (a fitted model has it)")
+        known = {**DEFAULTS, **known}
     elif known:
         raise BadField("network", f"false, but the file has fitted attributes {sorted(known)}")
     names = known.get("feature_names_in_")
@@ -385,6 +394,15 @@ def check_network(model, attributes: dict) -> None:
             f"the network gives {out.ravel()[:5].tolist()} (shape {out.shape}) for an image, "
             f"not {n_classes} class probabilities",
         )
+    layer = temperature_layer(model)
+    held = 1.0 if layer is None else get_temperature(model)
+    said = attributes.get("temperature_", DEFAULTS["temperature_"])
+    if not math.isclose(held, said, rel_tol=1e-5):
+        raise BadField(
+            "attributes.temperature_",
+            f"{said!r}, but the network's temperature layer holds {held!r}"
+            + (" (the network has none)" if layer is None else ""),
+        )
 
 
 def check_views(estimator) -> None:
@@ -440,6 +458,7 @@ __all__ = [
     "FIELDS",
     "PATH_PARAMETERS",
     "REQUIRED",
+    "DEFAULTS",
     "BadField",
     "check_attributes",
     "check_card",

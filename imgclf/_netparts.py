@@ -24,8 +24,13 @@ FEATURES_LAYER = "features"
 POOL_LAYER = "pool"
 #: The dropout before the classifier (absent with ``dropout=0``).
 DROPOUT_LAYER = "dropout"
-#: The softmax layer, computing in float32 whatever the precision.
+#: The classifier's ``Dense`` layer, giving the logits in float32 whatever the precision.
 CLASSIFIER_LAYER = "classifier"
+#: The temperature dividing the logits (``temperature_``; absent in networks
+#: saved before calibration existed).
+TEMPERATURE_LAYER = "temperature"
+#: The softmax (or, for multi-label targets, sigmoid) after the temperature.
+PROBABILITIES_LAYER = "probabilities"
 
 
 def part(model, name: str):
@@ -50,8 +55,11 @@ def extractor(model):
 
 
 def head_of(model) -> list:
-    """``model``'s head layers, in order: dropout (if any) and the classifier."""
-    return [part(model, n) for n in (DROPOUT_LAYER, CLASSIFIER_LAYER) if has_part(model, n)]
+    """``model``'s head layers, in order: dropout (if any), the classifier, and
+    the temperature and the activation after it (not in networks saved before
+    they existed)."""
+    names = (DROPOUT_LAYER, CLASSIFIER_LAYER, TEMPERATURE_LAYER, PROBABILITIES_LAYER)
+    return [part(model, n) for n in names if has_part(model, n)]
 
 
 def apply(layers: list, x):
@@ -78,6 +86,8 @@ __all__ = [
     "FEATURES_LAYER",
     "POOL_LAYER",
     "PREPROCESS_LAYER",
+    "PROBABILITIES_LAYER",
+    "TEMPERATURE_LAYER",
     "apply",
     "extractor",
     "feature_length",

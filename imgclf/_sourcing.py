@@ -18,6 +18,7 @@ import random
 
 from . import featcache
 from ._backend import get_keras, get_tf
+from ._calibration import custom_objects
 from ._digests import short_digest
 from ._files import file_identity, special_problem
 from ._netparts import BACKBONE_LAYER
@@ -82,7 +83,9 @@ def load_source(backbone, owner: str):
         if problem is not None:
             raise InputError(f"{owner}: backbone={path!r} {problem}; pass a .keras file.")
         try:
-            model = get_keras().models.load_model(path, compile=False)
+            model = get_keras().models.load_model(
+                path, compile=False, custom_objects=custom_objects()
+            )
         except Exception as exc:
             raise InputError(
                 f"{owner} could not load backbone={path!r} as a Keras "

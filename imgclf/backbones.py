@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import get_keras
+from ._calibration import is_temperature
 from ._digests import weights_digest
 from ._efficientnet_lite import PACKAGES as LITE_PACKAGES
 from ._efficientnet_lite import network as lite_network
@@ -264,6 +265,8 @@ def feature_tensor(model):
         isinstance(layer, layers.Activation) and activation(layer) == "softmax"
     ):
         tensor, layer = layer.input, _producer(model, layer.input)
+        if is_temperature(layer):  # an imgclf network's: logits / T
+            tensor, layer = layer.input, _producer(model, layer.input)
         if isinstance(layer, layers.Dense):
             tensor, stripped = layer.input, True
     elif isinstance(layer, layers.Dense) and activation(layer) in ("softmax", "sigmoid"):

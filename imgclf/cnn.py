@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
+from ._calibration import output_layers
 from ._netparts import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER
 from ._params import NONE, Integer, Options, param
 
@@ -158,6 +159,15 @@ class CNNClassifier(BaseImageClassifier):
         diagonals (and their mirror images). At most 9 views, 18 with flips.
         Costs ``n`` times the prediction time; it can be set after fitting
         (``clf.set_params(tta=4)``). See :ref:`tta` for when it pays.
+    calibrate : bool, default=True
+        After training, fit one temperature ``T`` on the hold-out's logits
+        (the ``T`` minimising their negative log-likelihood; the weights are
+        not trained again) and divide the logits by it inside the network,
+        before the softmax: ``predict_proba`` gives calibrated probabilities,
+        in saved, pickled and exported models too, while ``predict`` is
+        unchanged. ``temperature_`` holds ``T``: 1.0 with ``calibrate=False``
+        or without a hold-out (``validation_fraction=0.0``, or too few images
+        per class). See "Calibrated probabilities" in the models guide.
 
     Attributes
     ----------
@@ -190,6 +200,9 @@ class CNNClassifier(BaseImageClassifier):
         Channels the network takes (1 or 3).
     input_range_ : (float, float)
         Pixel values mapped to 0 and 1 by the network's first layer.
+    temperature_ : float
+        The temperature dividing the logits before the softmax (see
+        ``calibrate``); 1.0 when none was fitted.
     precision_ : str
         The Keras dtype policy the network was built with (``"float32"``,
         ``"mixed_float16"`` or ``"mixed_bfloat16"``).
@@ -252,6 +265,7 @@ class CNNClassifier(BaseImageClassifier):
         depth: int | None = None,
         dropout: float = 0.3,
         tta: int = 0,
+        calibrate: bool = True,
     ):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -277,6 +291,7 @@ class CNNClassifier(BaseImageClassifier):
         self.depth = depth
         self.dropout = dropout
         self.tta = tta
+        self.calibrate = calibrate
 
     def _build_network(self, x, n_classes: int):
         layers = get_keras().layers
@@ -292,9 +307,10 @@ class CNNClassifier(BaseImageClassifier):
         if self.dropout:
             x = layers.Dropout(self.dropout, name=DROPOUT_LAYER)(x)
         # float32 whatever the precision: a float16 softmax loses probability mass.
-        return layers.Dense(
-            n_classes, activation="softmax", dtype="float32", name=CLASSIFIER_LAYER
-        )(x)
+        x = layers.Dense(n_classes, dtype="float32", name=CLASSIFIER_LAYER)(x)
+        for layer in output_layers():  # the temperature, then the softmax
+            x = layer(x)
+        return x
 
 
 def _conv_bn_relu(layers, x, filters: int, name: str):

@@ -168,6 +168,9 @@ def _forward(model, layer):
     if inner is not None:
         inside = keras.Model(target.inputs, [inner.output, target.outputs[0]])
 
+    # A separate softmax (after the temperature): its input is the scores.
+    softmax_layer = isinstance(last, keras.layers.Softmax)
+
     def run(x):
         h = x
         feats = None
@@ -175,6 +178,8 @@ def _forward(model, layer):
             if position == len(chain) - 1 and softmax_dense:
                 logits = keras.ops.matmul(h, last.kernel) + last.bias
                 return feats, logits, keras.ops.softmax(logits)
+            if position == len(chain) - 1 and softmax_layer:
+                return feats, h, item(h, training=False)
             if position == k and inside is not None:
                 feats, h = inside(h, training=False)
             else:

@@ -35,6 +35,7 @@ import zipfile
 import numpy as np
 
 from ._backend import get_keras
+from ._calibration import custom_objects
 from ._loading import load
 from ._manifest import ESTIMATORS, FORMAT, FORMAT_VERSION, MANIFEST, NETWORK, versions
 from ._pathargs import check_output_file
@@ -90,7 +91,9 @@ def model_from_bytes(data: bytes, *, safe_mode: bool = True):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return get_keras().models.load_model(path, safe_mode=safe_mode)
+        return get_keras().models.load_model(
+            path, safe_mode=safe_mode, custom_objects=custom_objects()
+        )
     finally:
         os.unlink(path)
 

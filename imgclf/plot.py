@@ -1,5 +1,6 @@
-"""Pictures of a fitted classifier: learning curves, confusion matrix, the worst
-mistakes, Grad-CAM heat maps, and the images whose label looks wrong. Drawing only: what is drawn is computed in
+"""Pictures of a fitted classifier: learning curves, confusion matrix,
+reliability diagram, the worst mistakes, Grad-CAM heat maps, and the images
+whose label looks wrong. Drawing only: what is drawn is computed in
 :mod:`imgclf.explain` (whose :func:`top_losses` and :func:`grad_cam` are also
 importable from here).
 
@@ -182,6 +183,89 @@ def plot_lr_find(result, ax=None, *, path=None):
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_calibration(estimator, X, y, *, n_bins: int = 15, ax=None, path=None):
+    """Reliability diagram: accuracy against confidence on ``X, y``.
+
+    The test images are put in ``n_bins`` equal-width bins of confidence
+    (their largest probability); each bin's bar is the share of its images
+    predicted right, drawn against the diagonal a calibrated classifier
+    follows. The title gives the expected calibration error (the bins' gaps
+    weighted by their share of the images) and the estimator's
+    ``temperature_`` when it has one.
+
+    Parameters
+    ----------
+    estimator : fitted classifier with ``predict_proba`` and ``classes_``
+        An imgclf classifier, or any scikit-learn one.
+    X : images or paths
+        As ``estimator.predict_proba`` takes them (held-out images).
+    y : array-like of shape (n,)
+        Their true labels.
+    n_bins : int, default=15
+        Number of confidence bins.
+    ax : matplotlib.axes.Axes, optional
+        Draw there; by default on a new figure.
+    path : str or PathLike, optional
+        Also write the figure there (PNG, SVG or PDF by the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn on (``ax``'s when given).
+
+    Raises
+    ------
+    imgclf.exceptions.InputError
+        If a label of ``y`` is not among ``estimator.classes_``, or
+        ``n_bins`` is not an integer >= 1.
+    """
+    from ._calibration import expected_calibration_error, reliability
+
+    check_is_fitted(estimator)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise InputError(f"plot_calibration: n_bins={n_bins!r}; expected an integer >= 1.")
+    y = np.asarray(y)
+    columns = class_index(estimator.classes_, y)
+    if (columns < 0).any():
+        unknown = sorted({str(v) for v in y[columns < 0].tolist()})[:5]
+        raise InputError(
+            f"plot_calibration: labels {unknown} of y are not among the estimator's classes "
+            f"{estimator.classes_.tolist()[:10]}."
+        )
+    proba = np.asarray(estimator.predict_proba(X))
+    conf, acc, counts = reliability(proba, columns, n_bins)
+    ece = expected_calibration_error(proba, columns, n_bins)
+    if ax is None:
+        fig = _figure(4.8, 4.8)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    edges = np.linspace(0, 1, n_bins + 1)
+    filled = counts > 0
+    ax.bar(
+        edges[:-1][filled],
+        acc[filled],
+        width=1 / n_bins,
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy",
+    )
+    ax.plot(conf[filled], acc[filled], "o", color="tab:red", ms=4, label="mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (largest probability)")
+    ax.set_ylabel("accuracy")
+    temperature = getattr(estimator, "temperature_", None)
+    title = f"ECE {ece:.3f} ({len(y)} images, {n_bins} bins)"
+    if temperature is not None:
+        title += f", T = {temperature:.2f}"
+    ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left")
     return _save(fig, path)
 
 
@@ -493,6 +577,7 @@ def plot_grad_cam(estimator, X, *, layer=None, alpha: float = 0.45, ncols=None, 
 
 __all__ = [
     "grad_cam",
+    "plot_calibration",
     "plot_confusion_matrix",
     "plot_grad_cam",
     "plot_label_issues",

@@ -12,6 +12,7 @@ import numpy as np
 from . import featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
+from ._calibration import output_layers
 from ._featkeys import (
     architecture_digest,
     extractor_identity,
@@ -235,6 +236,15 @@ class TransferClassifier(BaseImageClassifier):
         predicts on the images as given; ``n`` averages over them and ``n - 1``
         flipped (when ``augment`` flips) or shifted views, as for
         :class:`CNNClassifier`. Costs ``n`` times the prediction time.
+    calibrate : bool, default=True
+        After training, fit one temperature ``T`` on the hold-out's logits
+        (the ``T`` minimising their negative log-likelihood; the weights are
+        not trained again) and divide the logits by it inside the network,
+        before the softmax: ``predict_proba`` gives calibrated probabilities,
+        in saved, pickled and exported models too, while ``predict`` is
+        unchanged. ``temperature_`` holds ``T``: 1.0 with ``calibrate=False``
+        or without a hold-out (``validation_fraction=0.0``, or too few images
+        per class). See "Calibrated probabilities" in the models guide.
 
     Attributes
     ----------
@@ -268,6 +278,9 @@ class TransferClassifier(BaseImageClassifier):
         Channels the network takes (3 for named backbones).
     input_range_ : (float, float)
         Pixel values mapped to 0 and 1 by the network's first layer.
+    temperature_ : float
+        The temperature dividing the logits before the softmax (see
+        ``calibrate``); 1.0 when none was fitted.
     precision_ : str
         The Keras dtype policy the network was built with (``"float32"``,
         ``"mixed_float16"`` or ``"mixed_bfloat16"``).
@@ -321,6 +334,7 @@ class TransferClassifier(BaseImageClassifier):
         fine_tune_learning_rate: float | None = None,
         memory=None,
         tta: int = 0,
+        calibrate: bool = True,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -350,6 +364,7 @@ class TransferClassifier(BaseImageClassifier):
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.memory = memory
         self.tta = tta
+        self.calibrate = calibrate
 
     # ------------------------------------------------------------ parameters
     _parameter_rules = {
@@ -496,12 +511,11 @@ class TransferClassifier(BaseImageClassifier):
         # float32 whatever the precision: a float16 softmax loses probability mass.
         classifier = layers.Dense(
             n_classes,
-            activation="softmax",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
             dtype="float32",
             name=CLASSIFIER_LAYER,
         )
-        return [*head, classifier]
+        return [*head, classifier, *output_layers()]
 
     def _backbone(self, named: Backbone | None):
         """The backbone for this fit: built, or (when it may be shared) the one

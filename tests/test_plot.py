@@ -220,3 +220,22 @@ def test_label_issues_grid_from_arrays_and_paths(digits, tmp_path):
     none = find_label_issues(None, X, np.argmax(proba, 1), pred_probs=proba)
     fig = plot.plot_label_issues(none, X)
     assert fig._suptitle.get_text() == "no suspected label errors"
+
+
+def test_calibration_diagram(fitted_cnn, small_digits, tmp_path):
+    from imgclf._calibration import expected_calibration_error, reliability
+
+    X, y = small_digits
+    fig = plot.plot_calibration(fitted_cnn, X, y, n_bins=10, path=tmp_path / "rel.png")
+    _check_png(tmp_path / "rel.png")
+    ax = fig.axes[0]
+    proba = fitted_cnn.predict_proba(X)
+    columns = np.searchsorted(fitted_cnn.classes_, y)
+    _, acc, counts = reliability(proba, columns, 10)
+    # One bar per non-empty bin, as tall as that bin's accuracy.
+    heights = [patch.get_height() for patch in ax.patches]
+    np.testing.assert_allclose(heights, acc[counts > 0])
+    assert f"ECE {expected_calibration_error(proba, columns, 10):.3f}" in ax.get_title()
+    assert f"T = {fitted_cnn.temperature_:.2f}" in ax.get_title()
+    with pytest.raises(InputError, match="not among"):
+        plot.plot_calibration(fitted_cnn, X[:3], ["x", "y", "z"])
