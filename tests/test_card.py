@@ -69,7 +69,7 @@ def test_card_after_fit_describes_the_fit(fitted):
     assert card["data_fingerprint"] == data_fingerprint(Images(array=X), labels)
     when = datetime.datetime.fromisoformat(card["trained_at"])
     assert abs(datetime.datetime.now(datetime.timezone.utc) - when).total_seconds() < 3600
-    assert card["temperature"] is None and card["interrupted"] is False
+    assert card["temperature"] == pytest.approx(clf.temperature_) and card["interrupted"] is False
     json.dumps(card)  # plain JSON values
 
 
@@ -82,12 +82,14 @@ def test_the_fingerprint_follows_the_data(fitted):
 
 def test_temperature_is_read_off_the_estimator(fitted):
     clf = fitted[0]
-    clf.temperature_ = 1.5  # what calibration sets
+    fitted_temperature = clf.temperature_
+    assert clf.card_["temperature"] == pytest.approx(fitted_temperature)
+    clf.temperature_ = 1.5  # read each time, not stored at fit
     try:
         assert clf.card_["temperature"] == 1.5
         assert "Temperature: 1.5" in clf.card_.to_text()
     finally:
-        del clf.temperature_
+        clf.temperature_ = fitted_temperature
 
 
 def test_an_unfitted_estimator_has_no_card():
