@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
+from . import _multilabel as multilabel
 from . import pipeline
 from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._checkpoint import data_fingerprint, params_fingerprint
@@ -60,7 +61,6 @@ from ._validation import (
     Images,
     check_classes_left,
     check_images,
-    check_targets,
     class_index,
     image_size_tuple,
 )
@@ -362,6 +362,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                     lambda: self._batchnorm_sample(images, train, seed, seen),
                     judge=self._holdout_loss(data),
                 )
+                self._tune_thresholds(images, y_enc, val)
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         self.interrupted_ = False
@@ -371,12 +372,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
     def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
         """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
         images = check_images(self, X, reset=reset)
-        y = check_targets(self, y, len(images))
+        y = multilabel.check_y(self, y, len(images))
         given = images
         images, keep = images.screened(
             on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
         )
-        if len(keep) < len(y):
+        if len(keep) < len(y) and not multilabel.is_multilabel(y):
             check_classes_left(self, given.paths, y, keep)
         return images, y[keep]
 
@@ -392,7 +393,18 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             warnings.warn(message, UserWarning, stacklevel=4)
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(classes, y as indices into classes)``; needs two classes or more."""
+        """``(classes, y as indices into classes)``; needs two classes or more.
+        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf._multilabel`)."""
+        if multilabel.is_multilabel(y):
+            classes, y_enc = multilabel.encode(self, y, warm)
+            self.multilabel_ = True
+            return classes, y_enc
+        if warm and getattr(self, "multilabel_", False):
+            raise InputError(
+                "warm_start=True, but y holds one label per image while the model was fitted "
+                "on multi-label targets. Set warm_start=False to fit a single-label model."
+            )
+        self.multilabel_ = False
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -447,6 +459,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         """``(train, validation)`` positions: a stratified hold-out of
         ``validation_fraction`` (validation is None without one)."""
         n = len(y_enc)
+        if y_enc.ndim == 2:  # multi-label: stratified on each image's rarest label
+            y_enc = multilabel.strata(y_enc)
         counts = np.bincount(y_enc)
         n_val = holdout_size(self.validation_fraction, counts)
         if n_val == 0:
@@ -543,6 +557,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
 
     def _class_weight(self, y_enc):
         cw = self.class_weight
+        if getattr(self, "multilabel_", False):
+            multilabel.check_class_weight(self)
         if cw is None:
             return None
         if cw == "balanced":
@@ -566,8 +582,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         with model.distribute_strategy.scope():
             model.compile(
                 optimizer=optimizer(learning_rate, getattr(self, "precision_", "float32")),
-                loss="sparse_categorical_crossentropy",
-                metrics=list(metrics),
+                loss=multilabel.loss(self),
+                metrics=multilabel.metrics(self, metrics),
             )
 
     def _run_stage(self, model, data: dict, *, epochs: int, learning_rate: float) -> dict:
@@ -610,11 +626,23 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 
+    def _tune_thresholds(self, images: Images, y_enc, val) -> None:
+        """Multi-label fits: each label's threshold (``thresholds_``), tuned on
+        the hold-out for the best F1 (0.5 without a hold-out)."""
+        if not getattr(self, "multilabel_", False):
+            self.__dict__.pop("thresholds_", None)
+            return
+        if val is None:
+            self.thresholds_ = multilabel.default_thresholds(y_enc.shape[1])
+            return
+        proba = self._proba(images.subset(val), self._tta_views())
+        self.thresholds_ = multilabel.tune_thresholds(y_enc[val], proba)
+
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
         message = collapse_message(
             history,
-            len(self.classes_),
+            2 if getattr(self, "multilabel_", False) else len(self.classes_),
             monitor,
             keep_best=bool(self.early_stopping),
             weighted=self.class_weight is not None,

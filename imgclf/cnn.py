@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
+from ._multilabel import output_activation
 from ._params import NONE, Integer, Options, param
 
 #: ``lr_schedule``'s default.
@@ -285,7 +286,9 @@ class CNNClassifier(BaseImageClassifier):
         if self.dropout:
             x = layers.Dropout(self.dropout, name="dropout")(x)
         # float32 whatever the precision: a float16 softmax loses probability mass.
-        return layers.Dense(n_classes, activation="softmax", dtype="float32", name="classifier")(x)
+        return layers.Dense(
+            n_classes, activation=output_activation(self), dtype="float32", name="classifier"
+        )(x)
 
 
 def _conv_bn_relu(layers, x, filters: int, name: str):

@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from . import _multilabel as multilabel
 from . import decode
 from ._backend import get_keras, get_tf
 from ._pathargs import short_repr
@@ -379,6 +380,9 @@ class PredictMixin:
         check_is_fitted(self)
         name = type(self).__name__
         images = self._check_predict_images(X)
+        if getattr(self, "multilabel_", False):
+            pred = multilabel.predict(self, self._proba(images, self._tta_views()))
+            return multilabel.score(self, y, pred, sample_weight)
         y = check_targets(self, y, len(images))
         given, fitted = label_kind(y[0]), label_kind(self.classes_[0])
         if "str" in (given, fitted) and given != fitted:
@@ -422,6 +426,8 @@ class PredictMixin:
         predict_proba : the probabilities behind the labels.
         """
         proba = self.predict_proba(X)
+        if getattr(self, "multilabel_", False):
+            return multilabel.predict(self, proba)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def transform(self, X) -> np.ndarray:

@@ -15,6 +15,7 @@ from . import __version__, featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
 from ._files import special_problem
+from ._multilabel import output_activation
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._validation import Images, image_size_tuple
 from .backbones import (
@@ -499,7 +500,7 @@ class TransferClassifier(BaseImageClassifier):
         # float32 whatever the precision: a float16 softmax loses probability mass.
         classifier = layers.Dense(
             n_classes,
-            activation="softmax",
+            activation=output_activation(self),
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
             dtype="float32",
             name="classifier",
