@@ -24,8 +24,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import _multilabel as multilabel
-from . import pipeline
+from . import multilabel, pipeline
 from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._checkpoint import data_fingerprint, params_fingerprint
 from ._fitrun import FitRun, collapse_message, restore, snapshot
@@ -394,7 +393,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, y as indices into classes)``; needs two classes or more.
-        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf._multilabel`)."""
+        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf.multilabel`)."""
         if multilabel.is_multilabel(y):
             classes, y_enc = multilabel.encode(self, y, warm)
             self.multilabel_ = True

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
-from ._multilabel import output_activation
 from ._params import NONE, Integer, Options, param
+from .multilabel import output_activation
 
 #: ``lr_schedule``'s default.
 DEFAULT_LR_SCHEDULE = "one_cycle"

@@ -33,8 +33,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from . import _multilabel as multilabel
-from . import decode
+from . import decode, multilabel
 from ._backend import get_keras, get_tf
 from ._pathargs import short_repr
 from ._validation import Images, check_images, check_predict_range, check_targets, label_kind

@@ -15,7 +15,6 @@ from . import __version__, featcache
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
 from ._files import special_problem
-from ._multilabel import output_activation
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._validation import Images, image_size_tuple
 from .backbones import (
@@ -31,6 +30,7 @@ from .backbones import (
 )
 from .exceptions import InputError
 from .inference import feature_model
+from .multilabel import output_activation
 from .persist import model_from_bytes, model_to_bytes
 
 
