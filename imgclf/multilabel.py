@@ -146,6 +146,7 @@ def encode(estimator, y: np.ndarray, warm: bool) -> tuple[np.ndarray, np.ndarray
     """``(classes, Y)``: the labels and the float32 0/1 matrix, one column per
     label, of checked multi-label ``y``. A warm start keeps ``classes_``."""
     name = type(estimator).__name__
+    check_class_weight(estimator)
     if warm and not getattr(estimator, "multilabel_", False):
         raise InputError(
             "warm_start=True, but y holds multi-label targets while the model was fitted on "
