@@ -222,6 +222,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
         tags.input_tags.string = True  # a 1-D array of strings is a list of file paths
+        tags.classifier_tags.multi_label = True  # y may be a 0/1 indicator matrix
         # transform gives float32 features, whatever the input's dtype. The
         # tag is set because the estimator has transform; it is still a
         # classifier, with no fit_transform (a Pipeline calls fit, then transform).

@@ -58,9 +58,24 @@ def is_multilabel(y) -> bool:
     if shape is not None and len(shape) == 2:
         return shape[1] >= 2
     if isinstance(y, (list, tuple)) or (shape is not None and len(shape) == 1):
-        values = y.tolist() if hasattr(y, "tolist") else list(y)
-        return len(values) > 0 and any(_is_collection(v) for v in values)
+        values = list(y)
+        if len(values) > 0 and any(_is_collection(v) for v in values):
+            return True
+        return len(values) > 0 and all(_is_row(v) for v in values) and _indicator(values)
     return False
+
+
+def _is_row(value) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 1
+
+
+def _indicator(values) -> bool:
+    """Whether rows ``values`` make a multi-label indicator matrix, as
+    scikit-learn's ``type_of_target`` says."""
+    try:
+        return type_of_target(values) == "multilabel-indicator"
+    except ValueError:  # ragged rows: label collections
+        return False
 
 
 def check_y(estimator, y, n_samples: int) -> np.ndarray:
@@ -73,13 +88,9 @@ def check_y(estimator, y, n_samples: int) -> np.ndarray:
     if sparse.issparse(y):
         y = y.toarray()
     if isinstance(y, (list, tuple)) or getattr(y, "ndim", 2) == 1:
-        values = y.tolist() if hasattr(y, "tolist") else list(y)
-        if all(isinstance(v, (list, tuple)) for v in values):
-            try:
-                if type_of_target(values) == "multilabel-indicator":
-                    return _check_indicator(name, np.asarray(values), n_samples)
-            except ValueError:
-                pass  # ragged: collections
+        values = list(y)
+        if all(isinstance(v, (list, tuple)) or _is_row(v) for v in values) and _indicator(values):
+            return _check_indicator(name, np.asarray(values), n_samples)
         return _check_collections(name, values, n_samples)
     return _check_indicator(name, np.asarray(y), n_samples)
 
