@@ -269,8 +269,15 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             Images ``(n, h, w)`` or ``(n, h, w, c)`` (uint8 0-255 or float 0-1),
             flattened square images ``(n, d)``, or a 1-D list / array / Series
             of image file paths.
-        y : array-like of shape (n,)
-            Class labels of any type (str, int, bool...).
+        y : array-like of shape (n,) or (n, n_labels)
+            Class labels of any type (str, int, bool...), one per image. For
+            multi-label targets (any number of labels per image, none
+            included): a 0/1 indicator matrix (what scikit-learn's
+            ``MultiLabelBinarizer`` gives; ``classes_`` is then
+            ``arange(n_labels)``), or a list of label collections (lists,
+            tuples or sets; ``classes_`` the sorted labels). Multi-label
+            fits train one sigmoid per label on binary cross-entropy and
+            tune ``thresholds_`` on the hold-out.
 
         Returns
         -------

@@ -280,7 +280,11 @@ class PredictMixin:
         Returns
         -------
         ndarray of shape (n, n_classes)
-            Columns in ``classes_`` order; rows sum to 1.
+            Columns in ``classes_`` order; rows sum to 1. Multi-label models
+            give each label's own probability (rows need not sum to 1): one
+            2-D array, as scikit-learn's ``MLPClassifier`` does, rather than
+            the list of ``(n, 2)`` arrays some of its multi-label
+            estimators return, so ``proba >= thresholds_`` is ``predict``.
 
         Raises
         ------
@@ -354,6 +358,10 @@ class PredictMixin:
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy: the fraction of images in ``X`` predicted as their ``y``.
 
+        For multi-label models the subset accuracy, as scikit-learn's
+        ``ClassifierMixin.score`` gives it: the fraction of images whose
+        every label is predicted right (``y`` as ``fit`` takes it).
+
         Parameters
         ----------
         X : array-like or sequence of paths
@@ -412,8 +420,12 @@ class PredictMixin:
 
         Returns
         -------
-        ndarray of shape (n,)
-            Labels taken from ``classes_``.
+        ndarray of shape (n,) or (n, n_labels)
+            Labels taken from ``classes_``. Multi-label models return the
+            0/1 indicator matrix (int64, columns in ``classes_`` order) of
+            ``predict_proba(X) >= thresholds_``, also when fitted on label
+            collections: ``MultiLabelBinarizer(classes=clf.classes_)``'s
+            ``inverse_transform`` turns it into label tuples.
 
         Raises
         ------
