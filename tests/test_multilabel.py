@@ -207,6 +207,7 @@ def test_transfer_head_on_cached_features(tiny_backbone, data):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 def test_grid_search_f1_samples_and_cross_val_score(data):
     (X, Y), _ = data
     search = GridSearchCV(
