@@ -405,6 +405,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         if multilabel.is_multilabel(y):
             classes, y_enc = multilabel.encode(self, y, warm)
             self.multilabel_ = True
+            if not warm:  # 0.5 until tuned after training (an interrupted fit keeps them)
+                self.thresholds_ = multilabel.default_thresholds(len(classes))
             return classes, y_enc
         if warm and getattr(self, "multilabel_", False):
             raise InputError(
@@ -412,6 +414,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 "on multi-label targets. Set warm_start=False to fit a single-label model."
             )
         self.multilabel_ = False
+        self.__dict__.pop("thresholds_", None)
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
