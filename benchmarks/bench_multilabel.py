@@ -10,6 +10,16 @@ official training items, test mosaics from the official test items.
 label lists, then scored on the test mosaics: F1 (samples), F1 (macro),
 subset accuracy, the same with every threshold at 0.5 (the per-label
 thresholds' gain), and the fit's wall and CPU time (``os.times``).
+
+Measured here on 2026-12-03 with ``--train 2000 --test 1000`` (seed 0, the
+machine heavily shared)::
+
+    2000 training mosaics, 1000 test mosaics, seed 0, epochs run 28 of 28, batch 32
+                              tuned   at 0.5     gain
+    F1 (samples)             0.8391   0.8378  +0.0013
+    F1 (macro)               0.8398   0.8322  +0.0076
+    subset accuracy          0.3730   0.3990  -0.0260
+    fit: 1346 s wall, 381 s CPU (user + system)
 """
 
 from __future__ import annotations
