@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import pipeline
+from . import multilabel, pipeline
 from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._calibration import fit_temperature, set_temperature, temperature_layer
 from ._checkpoint import data_fingerprint, params_fingerprint
@@ -62,7 +62,6 @@ from ._validation import (
     Images,
     check_classes_left,
     check_images,
-    check_targets,
     class_index,
     image_size_tuple,
 )
@@ -237,6 +236,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
         tags.input_tags.string = True  # a 1-D array of strings is a list of file paths
+        tags.classifier_tags.multi_label = True  # y may be a 0/1 indicator matrix
         # transform gives float32 features, whatever the input's dtype. The
         # tag is set because the estimator has transform; it is still a
         # classifier, with no fit_transform (a Pipeline calls fit, then transform).
@@ -283,8 +283,15 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             Images ``(n, h, w)`` or ``(n, h, w, c)`` (uint8 0-255 or float 0-1),
             flattened square images ``(n, d)``, or a 1-D list / array / Series
             of image file paths.
-        y : array-like of shape (n,)
-            Class labels of any type (str, int, bool...).
+        y : array-like of shape (n,) or (n, n_labels)
+            Class labels of any type (str, int, bool...), one per image. For
+            multi-label targets (any number of labels per image, none
+            included): a 0/1 indicator matrix (what scikit-learn's
+            ``MultiLabelBinarizer`` gives; ``classes_`` is then
+            ``arange(n_labels)``), or a list of label collections (lists,
+            tuples or sets; ``classes_`` the sorted labels). Multi-label
+            fits train one sigmoid per label on binary cross-entropy and
+            tune ``thresholds_`` on the hold-out.
 
         Returns
         -------
@@ -383,6 +390,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
                     judge=self._holdout_loss(data),
                 )
                 self.temperature_ = self._calibrate(images, y_enc, val)
+                self._tune_thresholds(images, y_enc, val)
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm)
         monitor = "val_loss" if val is not None else "loss"
@@ -394,12 +402,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
     def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
         """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
         images = check_images(self, X, reset=reset)
-        y = check_targets(self, y, len(images))
+        y = multilabel.check_y(self, y, len(images))
         given = images
         images, keep = images.screened(
             on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
         )
-        if len(keep) < len(y):
+        if len(keep) < len(y) and not multilabel.is_multilabel(y):
             check_classes_left(self, given.paths, y, keep)
         return images, y[keep]
 
@@ -415,7 +423,21 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             warnings.warn(message, UserWarning, stacklevel=4)
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(classes, y as indices into classes)``; needs two classes or more."""
+        """``(classes, y as indices into classes)``; needs two classes or more.
+        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf.multilabel`)."""
+        if multilabel.is_multilabel(y):
+            classes, y_enc = multilabel.encode(self, y, warm)
+            self.multilabel_ = True
+            if not warm:  # 0.5 until tuned after training (an interrupted fit keeps them)
+                self.thresholds_ = multilabel.default_thresholds(len(classes))
+            return classes, y_enc
+        if warm and getattr(self, "multilabel_", False):
+            raise InputError(
+                "warm_start=True, but y holds one label per image while the model was fitted "
+                "on multi-label targets. Set warm_start=False to fit a single-label model."
+            )
+        self.multilabel_ = False
+        self.__dict__.pop("thresholds_", None)
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(
@@ -470,6 +492,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         """``(train, validation)`` positions: a stratified hold-out of
         ``validation_fraction`` (validation is None without one)."""
         n = len(y_enc)
+        if y_enc.ndim == 2:  # multi-label: stratified on each image's rarest label
+            y_enc = multilabel.strata(y_enc)
         counts = np.bincount(y_enc)
         n_val = holdout_size(self.validation_fraction, counts)
         if n_val == 0:
@@ -507,8 +531,14 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
     def _calibrate(self, images: Images, y_enc, val, sample_weight=None) -> float:
         """Fit the temperature on the hold-out's logits and set it in the
         network (see :mod:`imgclf._calibration`); 1.0 with ``calibrate=False``,
-        without a hold-out or a temperature layer (a network saved before it)."""
-        if not self.calibrate or val is None or temperature_layer(self.model_) is None:
+        without a hold-out or a temperature layer (a network saved before it),
+        and for multi-label targets (their ``thresholds_`` are tuned instead)."""
+        if (
+            not self.calibrate
+            or val is None
+            or temperature_layer(self.model_) is None
+            or getattr(self, "multilabel_", False)
+        ):
             return 1.0
         logits = self._network_output(
             feature_model(self.model_, CLASSIFIER_LAYER),
@@ -583,6 +613,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
 
     def _class_weight(self, y_enc):
         cw = self.class_weight
+        if getattr(self, "multilabel_", False):
+            multilabel.check_class_weight(self)
         if cw is None:
             return None
         if cw == "balanced":
@@ -606,8 +638,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         with model.distribute_strategy.scope():
             model.compile(
                 optimizer=optimizer(learning_rate, getattr(self, "precision_", "float32")),
-                loss="sparse_categorical_crossentropy",
-                metrics=list(metrics),
+                loss=multilabel.loss(self),
+                metrics=multilabel.metrics(self, metrics),
             )
 
     def _run_stage(self, model, data: dict, *, epochs: int, learning_rate: float) -> dict:
@@ -650,11 +682,23 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
 
+    def _tune_thresholds(self, images: Images, y_enc, val) -> None:
+        """Multi-label fits: each label's threshold (``thresholds_``), tuned on
+        the hold-out for the best F1 (0.5 without a hold-out)."""
+        if not getattr(self, "multilabel_", False):
+            self.__dict__.pop("thresholds_", None)
+            return
+        if val is None:
+            self.thresholds_ = multilabel.default_thresholds(y_enc.shape[1])
+            return
+        proba = self._proba(images.subset(val), self._tta_views())
+        self.thresholds_ = multilabel.tune_thresholds(y_enc[val], proba)
+
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
         message = collapse_message(
             history,
-            len(self.classes_),
+            2 if getattr(self, "multilabel_", False) else len(self.classes_),
             monitor,
             keep_best=bool(self.early_stopping),
             weighted=self.class_weight is not None,

@@ -166,6 +166,14 @@ def _names(value) -> str | None:
     return None
 
 
+def _thresholds(value) -> str | None:
+    if not isinstance(value, np.ndarray) or value.ndim != 1 or value.dtype.kind != "f":
+        return "expected a 1-D array of floats, one per label"
+    if not (np.isfinite(value).all() and ((value >= 0) & (value <= 1)).all()):
+        return "expected thresholds in [0, 1]"
+    return None
+
+
 def _check(accepts, expected: str):
     return lambda value: None if accepts(value) else f"expected {expected}, got {value!r:.80}"
 
@@ -184,6 +192,8 @@ ATTRIBUTES = {
     "n_features_in_": _check(lambda v: _int(v, 1), "an integer >= 1"),
     "feature_names_in_": _names,
     "temperature_": _check(lambda v: _finite(v) and v > 0, "a number > 0"),
+    "multilabel_": _check(lambda v: isinstance(v, bool), "True or False"),
+    "thresholds_": _thresholds,
 }
 #: The attributes a fitted estimator's file must hold (what prediction reads).
 REQUIRED = ("classes_", "image_size_", "n_channels_", "input_range_", "batch_size_")
@@ -244,6 +254,16 @@ def check_attributes(attributes: dict, has_network: bool) -> tuple[dict, list[st
         raise BadField(
             "attributes.feature_names_in_",
             f"{len(names)} names for n_features_in_={known.get('n_features_in_')!r}",
+        )
+    multilabel, thresholds = known.get("multilabel_", False), known.get("thresholds_")
+    if multilabel and has_network and thresholds is None:
+        raise BadField("attributes.thresholds_", "missing (a multi-label model has it)")
+    if thresholds is not None and not multilabel:
+        raise BadField("attributes.thresholds_", "present, but multilabel_ is not true")
+    if thresholds is not None and len(thresholds) != len(known.get("classes_", ())):
+        raise BadField(
+            "attributes.thresholds_",
+            f"{len(thresholds)} thresholds for {len(known.get('classes_', ()))} labels",
         )
     return known, unknown
 
@@ -388,7 +408,11 @@ def check_network(model, attributes: dict) -> None:
             "model.keras",
             f"the network fails on an image of its own input shape ({lines[0][:200]})",
         ) from None
-    if out.shape != (1, n_classes) or not np.isfinite(out).all() or abs(out.sum() - 1) > 1e-2:
+    if attributes.get("multilabel_", False):  # one probability per label
+        sums_right = ((out >= 0) & (out <= 1)).all()
+    else:
+        sums_right = abs(out.sum() - 1) <= 1e-2
+    if out.shape != (1, n_classes) or not np.isfinite(out).all() or not sums_right:
         raise BadField(
             "model.keras",
             f"the network gives {out.ravel()[:5].tolist()} (shape {out.shape}) for an image, "

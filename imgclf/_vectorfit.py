@@ -179,7 +179,11 @@ def fit_vectors(
 
 
 def _correct(predicted, labels):
-    """How many of ``predicted``'s rows have their largest value at ``labels``."""
+    """How many of ``predicted``'s rows have their largest value at ``labels``;
+    for 0/1 label rows (multi-label), the share of labels right at 0.5, summed."""
     tf = get_tf()
+    if len(labels.shape) == 2:
+        right = tf.equal(tf.cast(predicted >= 0.5, "float32"), tf.cast(labels, "float32"))
+        return tf.reduce_sum(tf.reduce_mean(tf.cast(right, "float32"), axis=-1))
     guessed = tf.argmax(predicted, axis=-1, output_type="int32")
     return tf.reduce_sum(tf.cast(tf.equal(guessed, tf.cast(labels, "int32")), "float32"))

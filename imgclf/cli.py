@@ -82,8 +82,10 @@ def _load_data(args):
 
     if args.map and args.prefix is None and args.pattern is None:
         raise InputError("--map renames file-name codes; use it with --prefix or --pattern.")
-    if not args.csv and (args.delimiter or args.encoding):
-        raise InputError("--delimiter and --encoding describe the --csv file; give --csv FILE.")
+    if not args.csv and (args.delimiter or args.encoding or args.tags_sep):
+        raise InputError(
+            "--delimiter, --encoding and --tags-sep describe the --csv file; give --csv FILE."
+        )
     if args.csv:
         try:
             return imgclf.load_csv(
@@ -93,6 +95,7 @@ def _load_data(args):
                 root=args.data,
                 delimiter=_delimiter(args.delimiter),
                 encoding=args.encoding,
+                tags_sep=args.tags_sep,
             )
         except InputError as exc:
             if not {"delimiter", "encoding"} & set(exc.parameters):
@@ -147,6 +150,13 @@ def _column(value):
 def _describe_data(y) -> str:
     import numpy as np
 
+    from .multilabel import is_multilabel
+
+    if is_multilabel(y):
+        tags = [label for labels in y.tolist() for label in labels]
+        labels, counts = np.unique(np.asarray(tags, dtype=str), return_counts=True)
+        shown = ", ".join(f"{label} ({count})" for label, count in zip(labels, counts, strict=True))
+        return f"{len(y)} images with {len(labels)} labels (multi-label): {shown}"
     labels, counts = np.unique(y, return_counts=True)
     shown = ", ".join(f"{label} ({count})" for label, count in zip(labels, counts, strict=True))
     return f"{len(y)} images in {len(labels)} classes: {shown}"
@@ -307,11 +317,14 @@ def _cmd_train(args) -> int:
         raise InputError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc
     history = clf.history_
     n_epochs = len(history["loss"])
+    # Multi-label: the share of right yes/no label decisions at 0.5.
+    accuracy = "label accuracy" if getattr(clf, "multilabel_", False) else "accuracy"
     if history.get("val_accuracy"):
         # Early stopping restores the weights of the epoch with the lowest val_loss.
         best = int(np.nanargmin(history["val_loss"]))
         print(
-            f"Trained {n_epochs} epochs; validation accuracy {history['val_accuracy'][best]:.3f} "
+            f"Trained {n_epochs} epochs; validation {accuracy} "
+            f"{history['val_accuracy'][best]:.3f} "
             f"(epoch {best + 1}, the weights kept)."
         )
     else:
@@ -321,7 +334,7 @@ def _cmd_train(args) -> int:
             else "fewer than 5 images per class would be held out"
         )
         print(
-            f"Trained {n_epochs} epochs; training accuracy {history['accuracy'][-1]:.3f} "
+            f"Trained {n_epochs} epochs; training {accuracy} {history['accuracy'][-1]:.3f} "
             f"(no validation hold-out: {why})."
         )
     clf.save(args.out)
@@ -346,8 +359,10 @@ def _cmd_predict(args) -> int:
     clf = _load_model(args.model)
     files = screen(_image_files(args.inputs), on_bad_file="skip", source="imgclf predict").paths
     proba = _predict_proba(clf, files, "predicting", progress=args.progress)
-    labels = _labels(clf, proba)
     writer = csv.writer(sys.stdout, lineterminator="\n")
+    if getattr(clf, "multilabel_", False):
+        return _write_tags(writer, clf, files, proba, args)
+    labels = _labels(clf, proba)
     header = ["path", "label", "probability"]
     if args.proba:
         header += [f"proba_{label}" for label in clf.classes_]
@@ -361,12 +376,32 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _write_tags(writer, clf, files, proba, args) -> int:
+    """``imgclf predict`` for a multi-label model: each image's labels joined
+    by ``--tags-sep`` (none: an empty cell)."""
+    from .multilabel import join_tags, predict
+
+    header = ["path", "labels"]
+    if args.proba:
+        header += [f"proba_{label}" for label in clf.classes_]
+    writer.writerow(header)
+    for path, row, p in zip(files, predict(clf, proba), proba, strict=True):
+        line = [path, join_tags(clf.classes_, row, args.tags_sep or ";")]
+        if args.proba:
+            line += [f"{v:.6f}" for v in p]
+        writer.writerow(line)
+    sys.stdout.flush()
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     import numpy as np
     from sklearn.metrics import accuracy_score, classification_report
 
     clf = _load_model(args.model)
     X, y = _load_data(args)
+    if getattr(clf, "multilabel_", False) or args.tags_sep:
+        return _evaluate_tags(clf, X, y, args)
     y = _as_model_labels(clf, y)
     print(f"Evaluating on {_describe_data(y)}.", flush=True)
     unknown = sorted(set(np.unique(y).tolist()) - set(clf.classes_.tolist()))
@@ -429,6 +464,31 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _evaluate_tags(clf, X, y, args) -> int:
+    """``imgclf evaluate`` for a multi-label model: the per-label report and
+    the subset accuracy (no pictures)."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, classification_report
+
+    from .exceptions import InputError
+    from .multilabel import indicator, predict
+
+    if not getattr(clf, "multilabel_", False) or not args.tags_sep:
+        raise InputError(
+            "A multi-label model is evaluated on a --csv FILE whose label column holds tags: "
+            "give --tags-sep CHAR (and only for a multi-label model)."
+        )
+    print(f"Evaluating on {_describe_data(y)}.", flush=True)
+    if clf.classes_.dtype.kind not in "OUS":
+        y = [tuple(_as_model_labels(clf, np.asarray(labels, dtype=str))) for labels in y]
+    truth = indicator(clf, y, len(y))
+    pred = predict(clf, _predict_proba(clf, X, "predicting", progress=args.progress))
+    names = [str(label) for label in clf.classes_]
+    print(classification_report(truth, pred, target_names=names, digits=3, zero_division=0))
+    print(f"Subset accuracy (every label right): {accuracy_score(truth, pred):.3f}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def _image_size(text: str):
     parts = text.lower().replace("x", ",").split(",")
@@ -475,6 +535,12 @@ def _data_options(parser) -> None:
         "--encoding",
         metavar="NAME",
         help="CSV text encoding (default UTF-8, or UTF-16 with a byte-order mark), e.g. latin-1",
+    )
+    parser.add_argument(
+        "--tags-sep",
+        metavar="CHAR",
+        help="multi-label: the CSV label column holds each image's labels separated by CHAR, "
+        "e.g. 'cat;dog' with --tags-sep ';'",
     )
     parser.add_argument(
         "--map",
@@ -590,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--proba", action="store_true", help="also one probability column per class"
+    )
+    predict.add_argument(
+        "--tags-sep",
+        metavar="CHAR",
+        help="multi-label models: the separator of the labels in the 'labels' column (default ';')",
     )
     _progress_option(predict)
     predict.set_defaults(func=_cmd_predict)

@@ -7,6 +7,7 @@ from ._base import DROPOUT, BaseImageClassifier
 from ._calibration import output_layers
 from ._netparts import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER
 from ._params import NONE, Integer, Options, param
+from .multilabel import output_activation
 
 #: ``lr_schedule``'s default.
 DEFAULT_LR_SCHEDULE = "one_cycle"
@@ -89,6 +90,7 @@ class CNNClassifier(BaseImageClassifier):
         stopping then watches the training loss.
     class_weight : dict, "balanced" or None, default=None
         Weights per class label, or ``"balanced"`` for inverse frequency.
+        Not supported with multi-label targets (an error says so).
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the hold-out split. The same
         integer gives the same predictions on CPU.
@@ -175,7 +177,9 @@ class CNNClassifier(BaseImageClassifier):
         The trained network. It takes float32 images in the training data's
         pixel units (0-255 for uint8 and files).
     classes_ : ndarray of shape (n_classes,)
-        Class labels, in the order of ``predict_proba``'s columns.
+        Class labels, in the order of ``predict_proba``'s columns (for
+        multi-label targets, the labels: sorted, or ``arange(n_labels)`` for
+        an indicator matrix).
     batch_size_ : int
         The batch size used in the last fit.
     epochs_ : int
@@ -206,6 +210,14 @@ class CNNClassifier(BaseImageClassifier):
     precision_ : str
         The Keras dtype policy the network was built with (``"float32"``,
         ``"mixed_float16"`` or ``"mixed_bfloat16"``).
+    multilabel_ : bool
+        True when fitted on multi-label targets (a 0/1 indicator matrix or
+        label collections): one sigmoid per label, and ``predict`` returns
+        the indicator matrix.
+    thresholds_ : ndarray of shape (n_labels,)
+        Multi-label fits only: each label's decision threshold on its
+        probability, tuned on the hold-out for the best F1 (0.5 without a
+        hold-out). Set it to trade precision for recall.
     n_features_in_ : int
         Number of features, only when fitted on flattened ``(n, d)`` input.
     feature_names_in_ : ndarray of str
@@ -308,7 +320,7 @@ class CNNClassifier(BaseImageClassifier):
             x = layers.Dropout(self.dropout, name=DROPOUT_LAYER)(x)
         # float32 whatever the precision: a float16 softmax loses probability mass.
         x = layers.Dense(n_classes, dtype="float32", name=CLASSIFIER_LAYER)(x)
-        for layer in output_layers():  # the temperature, then the softmax
+        for layer in output_layers(output_activation(self)):  # temperature, then activation
             x = layer(x)
         return x
 

@@ -21,6 +21,7 @@ from ._files import FileRefusedError, open_binary
 from ._params import did_you_mean
 from ._pathargs import as_path, short_repr
 from .exceptions import InputError, InputTypeError, PathNotFoundError
+from .multilabel import parse_tags
 from .scan import (
     IMAGE_EXTENSIONS,
     LIST_AT_MOST,
@@ -56,6 +57,10 @@ def _finish(paths: list[str], labels: list, *, on_bad_file: str, source: str):
             "any case)."
         )
     found = screen(paths, on_bad_file=on_bad_file, source=source)
+    if labels and isinstance(labels[0], tuple):  # tags: a 1-D array of label tuples
+        y = np.empty(len(found.keep), dtype=object)
+        y[:] = [labels[i] for i in found.keep]
+        return found.paths, y
     return found.paths, np.asarray([labels[i] for i in found.keep])
 
 
@@ -168,6 +173,7 @@ def load_csv(
     on_bad_file: str = "skip",
     delimiter: str = ",",
     encoding: str | None = None,
+    tags_sep: str | None = None,
 ):
     """Images listed in a CSV manifest, one row per image.
 
@@ -199,13 +205,19 @@ def load_csv(
         The file's text encoding, e.g. ``"latin-1"`` or ``"cp1252"``. By
         default UTF-8, or UTF-16 / UTF-32 when the file starts with their
         byte-order mark (spreadsheets' "Unicode text").
+    tags_sep : str, optional
+        For multi-label data: the label column holds each image's labels
+        (tags) separated by ``tags_sep``, e.g. ``"cat;dog"`` with
+        ``tags_sep=";"``; an empty cell means no label. ``y`` is then an
+        array of label tuples, which ``fit`` takes as multi-label targets.
 
     Returns
     -------
     X : ndarray of shape (n,), dtype object
         Image paths in row order.
     y : ndarray of shape (n,)
-        Labels, as read (strings).
+        Labels, as read (strings); with ``tags_sep``, an object array of
+        tuples of labels (sorted, each once).
 
     Examples
     --------
@@ -233,6 +245,14 @@ def load_csv(
             f"load_csv: delimiter={short_repr(delimiter)}: expected one character, such as "
             "',' (the default), ';' or '\\t'.",
             parameters=("delimiter",),
+        )
+    if tags_sep is not None and (
+        not isinstance(tags_sep, str) or not tags_sep or tags_sep == delimiter or "\n" in tags_sep
+    ):
+        raise InputError(
+            f"load_csv: tags_sep={short_repr(tags_sep)}: expected a separator of the tags in "
+            f"the label column other than the column delimiter {delimiter!r}, such as ';' or "
+            "'|' (or None: one label per row)."
         )
     base = (
         as_path(root, "load_csv: root")
@@ -271,7 +291,8 @@ def load_csv(
             absent.append((number, file))
             continue
         paths.append(file)
-        labels.append(row[lcol].strip())
+        cell = row[lcol].strip()
+        labels.append(cell if tags_sep is None else parse_tags(cell, tags_sep))
     if short:
         raise InputError(
             f"load_csv: rows {short[:LIST_AT_MOST]} of {path!r} have fewer than "

@@ -3,7 +3,9 @@
 The exported model holds the preprocessing, so a phone app, TF Serving or
 ONNX Runtime feeds it raw ``uint8`` images of shape ``(n, height, width,
 channels)`` at the model's size (``clf.image_size_``, ``clf.n_channels_``) and
-gets class probabilities back, columns in ``clf.classes_`` order.
+gets class probabilities back, columns in ``clf.classes_`` order (a
+multi-label model gives each label's own probability: compare them with
+``clf.thresholds_``, which the exported model does not apply).
 Augmentation layers are part of ``model_`` but run in inference mode, so they
 do nothing there.
 

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from . import decode
+from . import decode, multilabel
 from ._backend import get_keras, get_tf
 from ._netparts import FEATURES_LAYER, part
 from ._pathargs import short_repr
@@ -299,7 +299,11 @@ class PredictMixin:
         Returns
         -------
         ndarray of shape (n, n_classes)
-            Columns in ``classes_`` order; rows sum to 1.
+            Columns in ``classes_`` order; rows sum to 1. Multi-label models
+            give each label's own probability (rows need not sum to 1): one
+            2-D array, as scikit-learn's ``MLPClassifier`` does, rather than
+            the list of ``(n, 2)`` arrays some of its multi-label
+            estimators return, so ``proba >= thresholds_`` is ``predict``.
 
         Raises
         ------
@@ -373,6 +377,10 @@ class PredictMixin:
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy: the fraction of images in ``X`` predicted as their ``y``.
 
+        For multi-label models the subset accuracy, as scikit-learn's
+        ``ClassifierMixin.score`` gives it: the fraction of images whose
+        every label is predicted right (``y`` as ``fit`` takes it).
+
         Parameters
         ----------
         X : array-like or sequence of paths
@@ -398,6 +406,9 @@ class PredictMixin:
         check_is_fitted(self)
         name = type(self).__name__
         images = self._check_predict_images(X)
+        if getattr(self, "multilabel_", False):
+            pred = multilabel.predict(self, self._proba(images, self._tta_views()))
+            return multilabel.score(self, y, pred, sample_weight)
         y = check_targets(self, y, len(images))
         given, fitted = label_kind(y[0]), label_kind(self.classes_[0])
         if "str" in (given, fitted) and given != fitted:
@@ -428,8 +439,12 @@ class PredictMixin:
 
         Returns
         -------
-        ndarray of shape (n,)
-            Labels taken from ``classes_``.
+        ndarray of shape (n,) or (n, n_labels)
+            Labels taken from ``classes_``. Multi-label models return the
+            0/1 indicator matrix (int64, columns in ``classes_`` order) of
+            ``predict_proba(X) >= thresholds_``, also when fitted on label
+            collections: ``MultiLabelBinarizer(classes=clf.classes_)``'s
+            ``inverse_transform`` turns it into label tuples.
 
         Raises
         ------
@@ -441,6 +456,8 @@ class PredictMixin:
         predict_proba : the probabilities behind the labels.
         """
         proba = self.predict_proba(X)
+        if getattr(self, "multilabel_", False):
+            return multilabel.predict(self, proba)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def transform(self, X) -> np.ndarray:

@@ -47,6 +47,7 @@ from ._validation import Images, image_size_tuple
 from .backbones import Backbone, input_shape, shared_backbones, unfreeze_top
 from .exceptions import InputError
 from .inference import feature_model
+from .multilabel import output_activation
 from .persist import model_from_bytes, model_to_bytes
 
 
@@ -134,7 +135,8 @@ class TransferClassifier(BaseImageClassifier):
         Stratified hold-out for early stopping and ``history_["val_*"]``;
         none when it would hold fewer than 5 images per class.
     class_weight : dict, "balanced" or None, default=None
-        Weights per class label, or ``"balanced"``.
+        Weights per class label, or ``"balanced"``. Not supported with
+        multi-label targets (an error says so).
     random_state : int, RandomState or None, default=None
         Seeds the head's (and a random backbone's) weights, shuffling,
         augmentation and the hold-out split.
@@ -253,7 +255,17 @@ class TransferClassifier(BaseImageClassifier):
         units. Its layers include ``"backbone"`` (the pretrained network),
         ``"features"`` (the pooled feature vector) and ``"classifier"``.
     classes_ : ndarray of shape (n_classes,)
-        Class labels, in the order of ``predict_proba``'s columns.
+        Class labels, in the order of ``predict_proba``'s columns (for
+        multi-label targets, the labels: sorted, or ``arange(n_labels)`` for
+        an indicator matrix).
+    multilabel_ : bool
+        True when fitted on multi-label targets (a 0/1 indicator matrix or
+        label collections): one sigmoid per label, and ``predict`` returns
+        the indicator matrix.
+    thresholds_ : ndarray of shape (n_labels,)
+        Multi-label fits only: each label's decision threshold on its
+        probability, tuned on the hold-out for the best F1 (0.5 without a
+        hold-out). Set it to trade precision for recall.
     history_ : dict of str to list of float
         Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` over
         both stages, and ``stage``: 1.0 for frozen-backbone epochs, 2.0 for
@@ -515,7 +527,7 @@ class TransferClassifier(BaseImageClassifier):
             dtype="float32",
             name=CLASSIFIER_LAYER,
         )
-        return [*head, classifier, *output_layers()]
+        return [*head, classifier, *output_layers(output_activation(self))]
 
     def _backbone(self, named: Backbone | None):
         """The backbone for this fit: built, or (when it may be shared) the one
