@@ -58,13 +58,16 @@ def library_versions() -> dict:
 
 def fit_facts(fingerprint: str, y_enc, train, val, n_classes: int) -> dict:
     """What only the fit knows, recorded once its hold-out is drawn: images
-    per class in training and in the hold-out, the data's ``fingerprint``
+    per class (per label, for multi-label targets) in training and in the hold-out, the data's ``fingerprint``
     (``_checkpoint.data_fingerprint``), the library versions and the date (UTC)."""
 
     def counts(part):
         if part is None:  # no hold-out
             return [0] * n_classes
-        return np.bincount(y_enc[part], minlength=n_classes).astype(int).tolist()
+        labels = np.asarray(y_enc)[part]
+        if labels.ndim == 2:  # multi-label: images carrying each label
+            return labels.sum(axis=0).astype(int).tolist()
+        return np.bincount(labels, minlength=n_classes).astype(int).tolist()
 
     return {
         "train_per_class": counts(train),

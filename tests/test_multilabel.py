@@ -190,8 +190,17 @@ def test_warm_start_keeps_the_kind(data):
 
 
 @pytest.mark.slow
-def test_transfer_head_on_cached_features(tiny_backbone, data):
+def test_transfer_head_on_cached_features(tiny_backbone, data, monkeypatch):
+    import imgclf._base
+
     (X, Y), (X_test, _) = data
+    light_loops = []
+    fit_vectors = imgclf._base.fit_vectors
+    monkeypatch.setattr(
+        imgclf._base,
+        "fit_vectors",
+        lambda *a, **k: light_loops.append(1) or fit_vectors(*a, **k),
+    )
     clf = TransferClassifier(
         backbone=tiny_backbone,
         weights=None,
@@ -199,10 +208,10 @@ def test_transfer_head_on_cached_features(tiny_backbone, data):
         fine_tune_epochs=0,
         random_state=0,
     ).fit(X, as_lists(Y))
-    assert clf._fast_frozen_stage  # the light loop on cached features
+    assert light_loops  # the head trained by the light loop on cached features
     proba = clf.predict_proba(X_test)
     assert proba.shape == (60, 4) and clf.predict(X_test).dtype == np.int64
-    assert clf.model_.get_layer("classifier").get_config()["activation"] == "sigmoid"
+    assert clf.model_.get_layer("probabilities").get_config()["activation"] == "sigmoid"
     assert 0 <= clf.history_["accuracy"][-1] <= 1  # the share of right label decisions
 
 
@@ -233,6 +242,11 @@ def test_save_load_round_trip(fitted, data, tmp_path):
         loaded = imgclf.load(path)
         assert loaded.multilabel_ is True
         np.testing.assert_array_equal(loaded.thresholds_, fitted.thresholds_)
+        # No temperature is fitted for sigmoid outputs; the card counts images per label.
+        assert fitted.temperature_ == loaded.temperature_ == 1.0
+        _, Y = quadrants(240, seed=0)  # what `fitted` was fitted on (the fixture's Y may be edited)
+        per_label = np.add(loaded.card_["train_per_class"], loaded.card_["holdout_per_class"])
+        np.testing.assert_array_equal(per_label, Y.sum(axis=0))
         np.testing.assert_array_equal(loaded.predict(X_test), fitted.predict(X_test))
     finally:
         fitted.thresholds_ = fitted.thresholds_ - np.array([0.0, 0.1, -0.1, 0.0])
