@@ -47,8 +47,10 @@ from ._training import (
     EARLY_STOPPING_MIN_DELTA,
     LR_SCHEDULES,
     batchnorm_sample_size,
+    best_epoch,
     collect_garbage,
     count_fitting,
+    early_stopping_start,
     holdout_size,
     refresh_batchnorm,
     resolve_batch_size,
@@ -206,11 +208,27 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         Keras tensor of images in 0-1 pixel space after augmentation."""
         raise NotImplementedError
 
-    def _train(self, model, data: dict) -> dict:
+    def _train(self, model, data: dict) -> tuple[dict, int]:
         """Train ``model`` on ``data`` (keyword arguments of ``model.fit``) and
-        return its history. One stage here; subclasses may run several, each
-        through :meth:`_run_stage`."""
-        return self._run_stage(model, data, epochs=self.epochs_, learning_rate=self.learning_rate)
+        return its history and the index of the epoch whose weights it kept
+        (:meth:`_kept_epoch`). One stage here; subclasses may run several,
+        each through :meth:`_run_stage`."""
+        history = self._run_stage(
+            model, data, epochs=self.epochs_, learning_rate=self.learning_rate
+        )
+        return history, self._kept_epoch(history, self.epochs_)
+
+    def _kept_epoch(self, history: dict, epochs: int) -> int:
+        """The epoch of a stage's ``history`` (planned for ``epochs``) whose
+        weights :meth:`_run_stage` left in the network: :func:`imgclf._training.best_epoch`
+        on the loss early stopping watched."""
+        monitor = "val_loss" if "val_loss" in history else "loss"
+        return best_epoch(
+            history[monitor],
+            min_delta=EARLY_STOPPING_MIN_DELTA,
+            start=early_stopping_start(self.lr_schedule, epochs),
+            keep_best=bool(self.early_stopping),
+        )
 
     def _stage_plan(self) -> list[tuple[int, float]]:
         """Each training stage's ``(epochs, learning_rate)``, as :meth:`_train`
@@ -320,7 +338,11 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             else:
                 # After an epoch has ended, a stopped fit keeps what it learnt.
                 history, message = run.interrupted(exc, keep_stage=self._stage_in_history)
-                self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
+                self._record_history(
+                    history,
+                    bool(self.warm_start) and "model_" in before["state"],
+                    kept=run.best_epoch - 1,
+                )
                 self.interrupted_ = True
                 warnings.warn(message, UserWarning, stacklevel=2)
             raise
@@ -355,7 +377,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
                 data = self._training_data(images, y_enc, train, val, seed)
                 self.__dict__["_fit_run"].network = self.model_
-                history = self._train(self.model_, data)
+                history, kept = self._train(self.model_, data)
                 seen = len(train) * max(1, len(history.get("loss", ())))
                 refresh_batchnorm(
                     self.model_,
@@ -363,7 +385,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                     judge=self._holdout_loss(data),
                 )
         count_fitting(time.perf_counter() - started)
-        self._record_history(history, warm)
+        self._record_history(history, warm, kept=kept)
         self.interrupted_ = False
         self._warn_if_diverged(history)
         return self
@@ -612,22 +634,28 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
 
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
+        offset = len(self.history_["loss"]) - len(history["loss"])  # a warm start's earlier epochs
         message = collapse_message(
             history,
             len(self.classes_),
             monitor,
-            keep_best=bool(self.early_stopping),
+            kept=self.best_epoch_ - offset,
             weighted=self.class_weight is not None,
         )
         if message is not None:
             warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=4)
 
-    def _record_history(self, history: dict, warm: bool) -> None:
+    def _record_history(self, history: dict, warm: bool, *, kept: int) -> None:
+        """Set ``history_`` (extended on a warm start) and ``best_epoch_``, the
+        index in it of the epoch ``kept`` of ``history``."""
+        offset = 0
         if warm and hasattr(self, "history_"):
+            offset = len(self.history_.get("loss", ()))
             for key, values in history.items():
                 self.history_.setdefault(key, []).extend(values)
         else:
             self.history_ = history
+        self.best_epoch_ = offset + int(kept)
 
     # ------------------------------------------------------- learning rate
     def lr_find(

@@ -287,7 +287,6 @@ def _estimator(args):
 
 
 def _cmd_train(args) -> int:
-    import numpy as np
 
     clf = _estimator(args)  # option mistakes first, before scanning a large folder
     X, y = _load_data(args)
@@ -304,8 +303,7 @@ def _cmd_train(args) -> int:
     history = clf.history_
     n_epochs = len(history["loss"])
     if history.get("val_accuracy"):
-        # Early stopping restores the weights of the epoch with the lowest val_loss.
-        best = int(np.nanargmin(history["val_loss"]))
+        best = clf.best_epoch_  # the epoch whose weights the estimator kept
         print(
             f"Trained {n_epochs} epochs; validation accuracy {history['val_accuracy'][best]:.3f} "
             f"(epoch {best + 1}, the weights kept)."

@@ -16,6 +16,7 @@ from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
 from ._files import special_problem
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
+from ._training import EARLY_STOPPING_MIN_DELTA, improves
 from ._validation import Images, image_size_tuple
 from .backbones import (
     BACKBONES,
@@ -236,6 +237,19 @@ class TransferClassifier(BaseImageClassifier):
         The batch size used in the last fit.
     epochs_ : int
         The maximum epochs of the last fit's frozen stage (``epochs``).
+    best_epoch_ : int
+        The epoch whose weights the network holds, as an index into
+        ``history_``'s lists (``history_["val_loss"][best_epoch_]`` is its
+        hold-out loss; the plot and ``imgclf train`` show it as epoch
+        ``best_epoch_ + 1``). With early stopping, the last epoch that lowered
+        the watched loss (the hold-out's, or the training loss without a
+        hold-out) by more than 0.001 among the epochs early stopping watches
+        (from the first one under ``"one_cycle"`` and ``"cosine"`` where the
+        rate is at most half its peak); with ``early_stopping=False``, the
+        last epoch.
+        The fine-tune stage's kept epoch counts only if its hold-out loss is
+        lower than the frozen stage's by more than 0.001; otherwise
+        ``best_epoch_`` is the frozen stage's and the network holds its weights.
     interrupted_ : bool
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
@@ -594,8 +608,11 @@ class TransferClassifier(BaseImageClassifier):
         """Keyword arguments of ``model.fit`` for ``samples``' images."""
         return super()._training_data(*samples)
 
-    def _train(self, model, samples: _Samples) -> dict:
-        """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune stage."""
+    def _train(self, model, samples: _Samples) -> tuple[dict, int]:
+        """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune
+        stage, whose weights are kept only if its kept epoch
+        (:func:`imgclf._training.best_epoch`) improves on the frozen stage's
+        hold-out loss by early stopping's rule (:func:`imgclf._training.improves`)."""
         if self.fine_tune_epochs and shared_backbones.holds(model.get_layer("backbone")):
             # A warm start on a network whose backbone other fits share (it was
             # fitted without fine-tuning): fine-tune a private copy instead.
@@ -618,8 +635,9 @@ class TransferClassifier(BaseImageClassifier):
                 model, data, epochs=self.epochs_, learning_rate=self.learning_rate
             )
         history["stage"] = [1.0] * len(history["loss"])
+        kept = self._kept_epoch(history, self.epochs_)
         if not self.fine_tune_epochs:
-            return history
+            return history, kept
 
         frozen_weights = model.get_weights()
         unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
@@ -629,19 +647,26 @@ class TransferClassifier(BaseImageClassifier):
             epochs=self.fine_tune_epochs,
             learning_rate=self._stage_plan()[1][1],
         )
+        tuned_kept = self._kept_epoch(tuned, self.fine_tune_epochs)
         if (
             self.early_stopping
             and "val_loss" in tuned
-            and min(tuned["val_loss"]) >= min(history["val_loss"])
+            and not improves(
+                tuned["val_loss"][tuned_kept],
+                history["val_loss"][kept],
+                EARLY_STOPPING_MIN_DELTA,
+            )
         ):
-            # Fine-tuning never beat the frozen stage on the hold-out: keep that.
+            # Fine-tuning never beat the frozen stage's kept epoch on the
+            # hold-out, by early stopping's rule: keep that.
             model.set_weights(frozen_weights)
         else:
             self.__dict__.pop("_memory_key", None)  # the backbone the features came from is gone
+            kept = len(history["loss"]) + tuned_kept
         for key, values in tuned.items():
             history.setdefault(key, []).extend(values)
         history["stage"].extend([2.0] * len(tuned["loss"]))
-        return history
+        return history, kept
 
     def _stage_plan(self) -> list[tuple[int, float]]:
         """The frozen stage, then the fine-tune stage (if any)."""
