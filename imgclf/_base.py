@@ -58,10 +58,12 @@ from ._training import (
     stage_callbacks,
 )
 from ._training import pixel_range as data_pixel_range
+from ._trainingdata import TrainingData
 from ._validation import (
     Images,
     check_classes_left,
     check_images,
+    check_sample_weight,
     check_targets,
     class_index,
     image_size_tuple,
@@ -208,8 +210,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         Keras tensor of images in 0-1 pixel space after augmentation."""
         raise NotImplementedError
 
-    def _train(self, model, data: dict) -> tuple[dict, int]:
-        """Train ``model`` on ``data`` (keyword arguments of ``model.fit``) and
+    def _train(self, model, data: TrainingData) -> tuple[dict, int]:
+        """Train ``model`` on ``data`` and
         return its history and the index of the epoch whose weights it kept
         (:meth:`_kept_epoch`). One stage here; subclasses may run several,
         each through :meth:`_run_stage`."""
@@ -278,7 +280,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         return hasattr(self, "model_")
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -289,6 +291,16 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             of image file paths.
         y : array-like of shape (n,)
             Class labels of any type (str, int, bool...).
+        sample_weight : array-like of shape (n,), optional
+            How much each image counts in the loss (finite, >= 0, not all 0),
+            multiplied with ``class_weight``. Only their ratios matter: they
+            are scaled to average 1 over the training images. An image of
+            weight 0 is left out of the fit entirely, as if it were not in
+            ``X`` (``classes_`` still lists its label). The hold-out's weights
+            weight its loss too (``val_loss``, which early stopping watches),
+            so early stopping judges the loss that training minimises;
+            ``class_weight`` weights only the training loss, as in Keras.
+            Passed by ``GridSearchCV(...).fit(X, y, sample_weight=w)``.
 
         Returns
         -------
@@ -298,7 +310,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         Raises
         ------
         imgclf.exceptions.InputError
-            For invalid parameters (all listed at once), ``X`` or ``y``.
+            For invalid parameters (all listed at once), ``X``, ``y`` or
+            ``sample_weight``.
         imgclf.exceptions.ImageFileError
             For unreadable image files with ``on_bad_file="error"``, or when
             none can be read.
@@ -331,7 +344,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         )
         self.__dict__["_fit_run"] = run
         try:
-            self._fit(X, y)
+            self._fit(X, y, sample_weight)
         except BaseException as exc:
             if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
@@ -351,13 +364,14 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         run.finished()
         return self
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         """The steps of :meth:`fit`, in order (after :func:`check_params`)."""
         self.__dict__["_fit_run"].check_path()
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        images, y = self._check_data(X, y, reset=not warm)
-        self._open_checkpoint(images, y)
+        images, y, weight = self._check_data(X, y, sample_weight, reset=not warm)
+        self._open_checkpoint(images, y, weight)
         classes, y_enc = self._encode_labels(y, warm)
+        images, y_enc, weight = _weighted_only(images, y_enc, weight)
         self._set_input_spec(images, warm)
         # A resumed fit keeps its first seed: the same hold-out, the same weights.
         seed = self.__dict__["_fit_run"].seed_for(
@@ -375,7 +389,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             self.__dict__["_fit_run"].plan = self._stage_plan()
             self.classes_ = classes
             with self._naming_bad_files(images, "fit"):  # also decoding into a cache
-                data = self._training_data(images, y_enc, train, val, seed)
+                data = self._training_data(images, y_enc, train, val, seed, weight)
                 self.__dict__["_fit_run"].network = self.model_
                 history, kept = self._train(self.model_, data)
                 seen = len(train) * max(1, len(history.get("loss", ())))
@@ -390,25 +404,29 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         self._warn_if_diverged(history)
         return self
 
-    def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
-        """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
+    def _check_data(self, X, y, sample_weight=None, *, reset: bool):
+        """Validate ``X``, ``y`` and ``sample_weight``; leave out (or reject)
+        unreadable files. Returns ``(images, y, weight)`` (``weight`` None
+        without sample weights)."""
         images = check_images(self, X, reset=reset)
         y = check_targets(self, y, len(images))
+        weight = check_sample_weight(self, sample_weight, len(images))
         given = images
         images, keep = images.screened(
             on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
         )
         if len(keep) < len(y):
             check_classes_left(self, given.paths, y, keep)
-        return images, y[keep]
+        return images, y[keep], None if weight is None else weight[keep]
 
-    def _open_checkpoint(self, images: Images, y) -> None:
+    def _open_checkpoint(self, images: Images, y, weight=None) -> None:
         """With ``checkpoint``: resume from the file if it was written for these
         parameters and data; any other file is warned about and replaced."""
         if self.checkpoint is None:
             return
         message = self.__dict__["_fit_run"].open_checkpoint(
-            params_fingerprint(self.get_params(deep=False)), data_fingerprint(images, y)
+            params_fingerprint(self.get_params(deep=False)),
+            data_fingerprint(images, y, weight),
         )
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=4)
@@ -503,28 +521,33 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             outputs = self._build_network(x, n_classes)
             return keras.Model(inputs, outputs, name=owner)
 
-    def _training_data(self, images: Images, y_enc, train, val, seed) -> dict:
-        """Keyword arguments of ``model.fit``: the training and validation data
-        and the class weights."""
-        data = self._dataset(images.subset(train), y_enc[train], seed=seed, shuffle=True)
-        if val is not None:
-            held = self._dataset(images.subset(val), y_enc[val])
-            data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
-        data["class_weight"] = self._class_weight(y_enc[train])
-        return data
+    def _training_data(
+        self, images: Images, y_enc, train, val, seed, sample_weight=None
+    ) -> TrainingData:
+        """The fit's :class:`~imgclf._trainingdata.TrainingData`: its samples,
+        split, weights (``sample_weight`` and the class weights) and seed; the
+        input pipeline is built when a stage first asks for it."""
+        return TrainingData(
+            images=images,
+            y=y_enc,
+            train=train,
+            val=val,
+            seed=seed,
+            batch_size=self.batch_size_,
+            dataset=self._training_dataset,
+            sample_weight=sample_weight,
+            class_weight=self._class_weight(y_enc[train]),
+        )
 
-    def _holdout_loss(self, data):
+    def _training_dataset(self, images: Images, y, sample_weight, *, shuffle, seed=None) -> dict:
+        """Keyword arguments of ``model.fit`` for training or hold-out images."""
+        return self._dataset(images, y, seed=seed, shuffle=shuffle, sample_weight=sample_weight)
+
+    def _holdout_loss(self, data: TrainingData):
         """A function giving the network's loss on the hold-out, or None without one."""
-        held = data.get("validation_data") if isinstance(data, dict) else None
-        if held is None:
+        if not data.has_holdout:
             return None
-        x, y = held if isinstance(held, tuple) else (held, None)
-        size = {"batch_size": self.batch_size_} if y is not None else {}
-
-        def loss() -> float:
-            return float(self.model_.evaluate(x, y, verbose=0, return_dict=True, **size)["loss"])
-
-        return loss
+        return lambda: data.holdout_loss(self.model_)
 
     def _batchnorm_sample(self, images: Images, train, seed, images_seen=None) -> list:
         """Batches of network input from a random sample of the training images,
@@ -548,7 +571,14 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         )
 
     def _dataset(
-        self, images: Images, y=None, *, seed=None, shuffle=False, batch_size=None
+        self,
+        images: Images,
+        y=None,
+        *,
+        seed=None,
+        shuffle=False,
+        batch_size=None,
+        sample_weight=None,
     ) -> dict:
         """``pipeline.make_dataset`` for this network, in batches of
         ``batch_size`` (the training batch ``batch_size_`` by default)."""
@@ -561,6 +591,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             shuffle=shuffle,
             seed=seed,
             cache=self.cache,
+            sample_weight=sample_weight,
         )
 
     def _class_weight(self, y_enc):
@@ -592,13 +623,13 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 metrics=list(metrics),
             )
 
-    def _run_stage(self, model, data: dict, *, epochs: int, learning_rate: float) -> dict:
+    def _run_stage(self, model, data: TrainingData, *, epochs: int, learning_rate: float) -> dict:
         """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
         the learning-rate schedule (each stage its own cycle, peaking at
         ``learning_rate``) and early stopping: one training stage. Returns its
         history as lists of floats."""
         self._compile(model, learning_rate)
-        monitor = "val_loss" if data.get("validation_data") is not None else "loss"
+        monitor = "val_loss" if data.has_holdout else "loss"
         callbacks = stage_callbacks(
             monitor,
             learning_rate=learning_rate,
@@ -627,7 +658,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=self.verbose,
-                **data,
+                **data.fit_kwargs(),
             )
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
@@ -738,11 +769,19 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             stop_factor=stop_factor,
         )
 
-    def _sweep_stage(self, model, data):
-        """The network ``lr_find`` trains and its ``model.fit`` keyword
-        arguments: here the whole network on ``data`` as ``_training_data``
-        made it."""
+    def _sweep_stage(self, model, data: TrainingData):
+        """The network ``lr_find`` trains and its data: here the whole network
+        on ``data`` as ``_training_data`` made it."""
         return model, data
+
+
+def _weighted_only(images: Images, y_enc, weight):
+    """The samples of weight > 0 (all of them without weights): an image of
+    weight 0 is left out of the fit, as if it were not there."""
+    if weight is None or weight.all():
+        return images, y_enc, weight
+    keep = np.flatnonzero(weight)
+    return images.subset(keep), y_enc[keep], weight[keep]
 
 
 __all__ = ["BaseImageClassifier"]

@@ -82,8 +82,9 @@ def params_fingerprint(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def data_fingerprint(images, y) -> str:
-    """Of the pixels (arrays) or the files' paths, sizes and times, and of ``y``."""
+def data_fingerprint(images, y, sample_weight=None) -> str:
+    """Of the pixels (arrays) or the files' paths, sizes and times, of ``y``
+    and of the sample weights (if any)."""
     from .scan import stat_key
 
     digest = hashlib.sha256()
@@ -96,6 +97,9 @@ def data_fingerprint(images, y) -> str:
             digest.update(os.fsencode(os.path.abspath(path)))
             digest.update(repr(stat_key(path)).encode())
     digest.update(json.dumps(np.asarray(y).tolist(), default=repr).encode())
+    if sample_weight is not None:
+        digest.update(b"sample_weight")
+        digest.update(np.ascontiguousarray(sample_weight, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 

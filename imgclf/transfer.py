@@ -7,7 +7,6 @@ import json
 import os
 import random
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +16,7 @@ from ._base import DROPOUT, BaseImageClassifier
 from ._files import special_problem
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
 from ._training import EARLY_STOPPING_MIN_DELTA, improves
+from ._trainingdata import TrainingData
 from ._validation import Images, image_size_tuple
 from .backbones import (
     BACKBONES,
@@ -408,7 +408,7 @@ class TransferClassifier(BaseImageClassifier):
         return []
 
     # ----------------------------------------------------------- input spec
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the head on the frozen backbone, then optionally fine-tune.
 
         Parameters
@@ -418,13 +418,17 @@ class TransferClassifier(BaseImageClassifier):
             ``(n, d)``, or a 1-D list / array / Series of image file paths.
         y : array-like of shape (n,)
             Class labels.
+        sample_weight : array-like of shape (n,), optional
+            How much each image counts, as for :meth:`CNNClassifier.fit`
+            (in both stages, and with ``memory``: the features are the
+            images', the weights this fit's).
 
         Returns
         -------
         self
         """
         try:
-            return super().fit(X, y)
+            return super().fit(X, y, sample_weight)
         finally:
             # The user's network, loaded once per fit; never kept after it.
             self.__dict__.pop("_source_model", None)
@@ -598,17 +602,7 @@ class TransferClassifier(BaseImageClassifier):
         return keras.Model(net.inputs[0], feature_tensor(net), name="backbone")
 
     # -------------------------------------------------------------- training
-    def _training_data(self, images: Images, y_enc, train, val, seed) -> _Samples:
-        """The training samples, with no input pipeline built yet: the fast
-        frozen stage needs only their features (perhaps all from ``memory``);
-        a stage that reads the images builds it (:meth:`_image_data`)."""
-        return _Samples(images, y_enc, train, val, seed)
-
-    def _image_data(self, samples: _Samples) -> dict:
-        """Keyword arguments of ``model.fit`` for ``samples``' images."""
-        return super()._training_data(*samples)
-
-    def _train(self, model, samples: _Samples) -> tuple[dict, int]:
+    def _train(self, model, data: TrainingData) -> tuple[dict, int]:
         """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune
         stage, whose weights are kept only if its kept epoch
         (:func:`imgclf._training.best_epoch`) improves on the frozen stage's
@@ -621,16 +615,14 @@ class TransferClassifier(BaseImageClassifier):
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
-        data = None
         if self._fast_frozen_stage and not self.augment:
             history = self._run_stage(
                 self._head_model(model),
-                self._feature_data(model, samples),
+                self._feature_data(model, data),
                 epochs=self.epochs_,
                 learning_rate=self.learning_rate,
             )
         else:
-            data = self._image_data(samples)
             history = self._run_stage(
                 model, data, epochs=self.epochs_, learning_rate=self.learning_rate
             )
@@ -643,7 +635,7 @@ class TransferClassifier(BaseImageClassifier):
         unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
         tuned = self._run_stage(
             model,
-            data or self._image_data(samples),
+            data,
             epochs=self.fine_tune_epochs,
             learning_rate=self._stage_plan()[1][1],
         )
@@ -676,13 +668,13 @@ class TransferClassifier(BaseImageClassifier):
             plan.append((self.fine_tune_epochs, rate))
         return plan
 
-    def _sweep_stage(self, model, samples: _Samples):
+    def _sweep_stage(self, model, data: TrainingData):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's
         features (the whole network with augmentation)."""
         model.get_layer("backbone").trainable = False
         if self._fast_frozen_stage and not self.augment:
-            return self._head_model(model), self._feature_data(model, samples)
-        return model, self._image_data(samples)
+            return self._head_model(model), self._feature_data(model, data)
+        return model, data
 
     def _head_model(self, model):
         """``model``'s own head layers (shared, not copied) on a feature input:
@@ -694,19 +686,19 @@ class TransferClassifier(BaseImageClassifier):
             inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
             return keras.Model(inputs, _apply(_head_of(model), inputs), name="head")
 
-    def _feature_data(self, model, samples: _Samples) -> dict:
-        """Keyword arguments of ``model.fit`` for the head: the frozen backbone's
-        pooled features of the training and validation images, in the samples'
-        order. Without augmentation they never change, so they are computed
-        once per fit, or read from ``memory`` when an earlier fit stored them,
-        and each epoch of the frozen stage is a pass over small vectors."""
+    def _feature_data(self, model, data: TrainingData) -> TrainingData:
+        """``data`` for the head: the frozen backbone's pooled features of the
+        training and validation images stand in for them (the targets and
+        weights stay). Without augmentation they never change, so they are
+        computed once per fit, or read from ``memory`` when an earlier fit
+        stored them, and each epoch of the frozen stage is a pass over small
+        vectors."""
         extractor = _extractor(model)
-        images, y_enc, train, val, _ = samples
+        images, y_enc, train, val = data.images, data.y, data.train, data.val
         store = self._feature_store(extractor, images)
         if store is not None:
             # predict may read these features while the backbone stays as it is.
             self.__dict__["_memory_key"] = store.network
-        y = y_enc[train]
 
         def features(part: np.ndarray) -> np.ndarray:
             def compute(subset: Images, rows: np.ndarray) -> np.ndarray:
@@ -714,18 +706,10 @@ class TransferClassifier(BaseImageClassifier):
 
             return self._features_of(images.subset(part), store, compute)
 
-        x = features(train)
-        validation = None if val is None else (features(val), y_enc[val])
+        mapped = data.with_features(features(train), None if val is None else features(val))
         if store is not None:
             store.report()  # one warning a fit for the entries replaced
-        return {
-            "x": x,
-            "y": y,
-            "batch_size": self.batch_size_,
-            "shuffle": True,
-            "validation_data": validation,
-            "class_weight": self._class_weight(y),
-        }
+        return mapped
 
     def _features_of(self, images: Images, store, compute) -> np.ndarray:
         """Features of ``images`` in order: read from ``store`` where it has
@@ -881,16 +865,6 @@ class TransferClassifier(BaseImageClassifier):
             )
             return None
         return featcache.FeatureStore.open(root, key)
-
-
-class _Samples(NamedTuple):
-    """The images and encoded labels of a fit, with its split and seed."""
-
-    images: Images
-    y_enc: np.ndarray
-    train: np.ndarray
-    val: np.ndarray | None
-    seed: int
 
 
 # ------------------------------------------------------------------ helpers
