@@ -375,7 +375,8 @@ def check_sample_weight(estimator, sample_weight, n_samples: int) -> np.ndarray 
         )
     if not weight.any():
         raise InputError(
-            f"{name}.fit: every sample_weight is 0, so there is nothing to learn from. Give the "
+            f"{name}.fit: sample_weight is zero for every image, so there is nothing to learn "
+            "from. Give the "
             "images to train on a weight > 0."
         )
     return weight
