@@ -13,6 +13,8 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import numbers
 import time
 import warnings
@@ -118,6 +120,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
     _imgclf_estimator = True
     # Whether history_ has a "stage" entry (estimators training in stages).
     _stage_in_history = False
+    # Attributes a fit's steps may keep while it runs; every fit removes them at its end.
+    _per_fit_state: tuple[str, ...] = ()
 
     #: What each parameter accepts (see :mod:`imgclf._params`); subclasses
     #: extend it with ``{**BaseImageClassifier._parameter_rules, ...}``.
@@ -210,13 +214,13 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
         Keras tensor of images in 0-1 pixel space after augmentation."""
         raise NotImplementedError
 
-    def _train(self, model, data: TrainingData) -> tuple[dict, int]:
+    def _train(self, model, data: TrainingData, run: FitRun) -> tuple[dict, int]:
         """Train ``model`` on ``data`` and
         return its history and the index of the epoch whose weights it kept
         (:meth:`_kept_epoch`). One stage here; subclasses may run several,
         each through :meth:`_run_stage`."""
         history = self._run_stage(
-            model, data, epochs=self.epochs_, learning_rate=self.learning_rate
+            model, data, run, epochs=self.epochs_, learning_rate=self.learning_rate
         )
         return history, self._kept_epoch(history, self.epochs_)
 
@@ -342,9 +346,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             estimator=f"{type(self).__name__}.fit",
             checkpoint=self.checkpoint,
         )
-        self.__dict__["_fit_run"] = run
         try:
-            self._fit(X, y, sample_weight)
+            self._fit(X, y, sample_weight, run)
         except BaseException as exc:
             if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
@@ -360,49 +363,77 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 warnings.warn(message, UserWarning, stacklevel=2)
             raise
         finally:
-            self.__dict__.pop("_fit_run", None)
+            # What the fit's steps kept for themselves (e.g. the user's backbone, loaded once).
+            for key in self._per_fit_state:
+                self.__dict__.pop(key, None)
         run.finished()
         return self
 
-    def _fit(self, X, y, sample_weight=None):
-        """The steps of :meth:`fit`, in order (after :func:`check_params`)."""
-        self.__dict__["_fit_run"].check_path()
+    def _fit(self, X, y, sample_weight, run: FitRun):
+        """The steps of :meth:`fit`, in order (after :func:`check_params`):
+        :meth:`_prepare_fit`, :meth:`_train`, the BatchNorm refresh."""
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        images, y, weight = self._check_data(X, y, sample_weight, reset=not warm)
-        self._open_checkpoint(images, y, weight)
-        classes, y_enc = self._encode_labels(y, warm)
-        images, y_enc, weight = _weighted_only(images, y_enc, weight)
-        self._set_input_spec(images, warm)
-        # A resumed fit keeps its first seed: the same hold-out, the same weights.
-        seed = self.__dict__["_fit_run"].seed_for(
-            resolve_seed(self.random_state), fixed=isinstance(self.random_state, numbers.Integral)
-        )
-        if not warm:
-            self._release_network()
         started = time.perf_counter()
-        with seeded(seed), released_gradient_functions():
-            train, val = self._split(y_enc, seed)
-            self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
-            if not warm:
-                self.model_ = self._build_model(len(classes), seed)
-            self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
-            self.__dict__["_fit_run"].plan = self._stage_plan()
-            self.classes_ = classes
-            with self._naming_bad_files(images, "fit"):  # also decoding into a cache
-                data = self._training_data(images, y_enc, train, val, seed, weight)
-                self.__dict__["_fit_run"].network = self.model_
-                history, kept = self._train(self.model_, data)
-                seen = len(train) * max(1, len(history.get("loss", ())))
-                refresh_batchnorm(
-                    self.model_,
-                    lambda: self._batchnorm_sample(images, train, seed, seen),
-                    judge=self._holdout_loss(data),
-                )
+        with self._prepare_fit(X, y, sample_weight, run=run) as (model, data):
+            history, kept = self._train(model, data, run)
+            seen = data.n_train * max(1, len(history.get("loss", ())))
+            refresh_batchnorm(
+                self.model_,
+                lambda: self._batchnorm_sample(data.images, data.train, data.seed, seen),
+                judge=self._holdout_loss(data),
+            )
         count_fitting(time.perf_counter() - started)
         self._record_history(history, warm, kept=kept)
         self.interrupted_ = False
         self._warn_if_diverged(history)
         return self
+
+    @contextlib.contextmanager
+    def _prepare_fit(self, X, y, sample_weight=None, *, run: FitRun | None = None):
+        """The steps of a fit before training, as a context yielding
+        ``(network, data)`` (a :class:`~imgclf._trainingdata.TrainingData`):
+        check the data, encode the labels, decide the input spec, seed, hold
+        out a validation split, build the network. Training happens inside
+        it (seeded, with unreadable files named). Used by :meth:`fit` (with
+        its ``run``: checkpoint, warm start, hold-out, the epochs planned) and
+        by :func:`imgclf.lrfind.find` (``run=None``: a new network on every
+        image, no hold-out; a ``RandomState`` is drawn from as a copy)."""
+        if run is not None:
+            run.check_path()
+        warm = run is not None and bool(self.warm_start) and hasattr(self, "model_")
+        images, y, weight = self._check_data(X, y, sample_weight, reset=not warm)
+        if run is not None:
+            self._open_checkpoint(images, y, weight, run)
+        classes, y_enc = self._encode_labels(y, warm)
+        images, y_enc, weight = _weighted_only(images, y_enc, weight)
+        self._set_input_spec(images, warm)
+        random_state = self.random_state
+        if run is None and isinstance(random_state, np.random.RandomState):
+            random_state = copy.deepcopy(random_state)  # the parameter stays as it was
+        seed = resolve_seed(random_state)
+        if run is not None:
+            # A resumed fit keeps its first seed: the same hold-out, the same weights.
+            seed = run.seed_for(seed, fixed=isinstance(self.random_state, numbers.Integral))
+            if not warm:
+                self._release_network()
+        with seeded(seed), released_gradient_functions():
+            if run is not None:
+                train, val = self._split(y_enc, seed)
+            else:
+                train, val = np.arange(len(y_enc)), None
+            self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
+            if not warm:
+                self.model_ = self._build_model(len(classes), seed)
+            if run is not None:
+                self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
+                run.plan = self._stage_plan()
+            self.classes_ = classes
+            # Also decoding into a cache.
+            with self._naming_bad_files(images, "fit" if run is not None else "lr_find"):
+                data = self._training_data(images, y_enc, train, val, seed, weight)
+                if run is not None:
+                    run.network = self.model_
+                yield self.model_, data
 
     def _check_data(self, X, y, sample_weight=None, *, reset: bool):
         """Validate ``X``, ``y`` and ``sample_weight``; leave out (or reject)
@@ -419,12 +450,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             check_classes_left(self, given.paths, y, keep)
         return images, y[keep], None if weight is None else weight[keep]
 
-    def _open_checkpoint(self, images: Images, y, weight=None) -> None:
+    def _open_checkpoint(self, images: Images, y, weight, run: FitRun) -> None:
         """With ``checkpoint``: resume from the file if it was written for these
         parameters and data; any other file is warned about and replaced."""
         if self.checkpoint is None:
             return
-        message = self.__dict__["_fit_run"].open_checkpoint(
+        message = run.open_checkpoint(
             params_fingerprint(self.get_params(deep=False)),
             data_fingerprint(images, y, weight),
         )
@@ -623,7 +654,9 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
                 metrics=list(metrics),
             )
 
-    def _run_stage(self, model, data: TrainingData, *, epochs: int, learning_rate: float) -> dict:
+    def _run_stage(
+        self, model, data: TrainingData, run: FitRun, *, epochs: int, learning_rate: float
+    ) -> dict:
         """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
         the learning-rate schedule (each stage its own cycle, peaking at
         ``learning_rate``) and early stopping: one training stage. Returns its
@@ -638,15 +671,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, BaseEstim
             early_stopping=self.early_stopping,
             lr_schedule=self.lr_schedule,
         )
-        run = self.__dict__.get("_fit_run")
-        initial_epoch, earlier = 0, {}
-        if run is not None:
-            recorder, initial_epoch, earlier = run.start_stage(model, monitor, callbacks)
-            if recorder is None:  # completed before, by the fit the checkpoint is from
-                return earlier
-            # After the schedule's (which logs the learning rate), before the
-            # user's (so an epoch one of them interrupts still counts).
-            callbacks.append(recorder)
+        recorder, initial_epoch, earlier = run.start_stage(model, monitor, callbacks)
+        if recorder is None:  # completed before, by the fit the checkpoint is from
+            return earlier
+        # After the schedule's (which logs the learning rate), before the
+        # user's (so an epoch one of them interrupts still counts).
+        callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
         # Feature vectors in memory (TransferClassifier's frozen stage) train in
         # imgclf's light loop: model.fit's per-epoch machinery would cost more

@@ -20,15 +20,12 @@ curve.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import released_gradient_functions, resolve_seed, seeded
 from ._params import check_params, is_int, is_real, numbered
-from ._training import resolve_batch_size
 from .exceptions import InputError
 
 #: Weight of the past in the smoothed loss (fastai's ``beta``).
@@ -110,29 +107,15 @@ def find(estimator, X, y, *, start_lr, end_lr, num_steps, stop_factor) -> LRFind
     # The copy trains on one device, without the checkpoint or the user's callbacks.
     probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
     check_params(probe)
-    images, y, _ = probe._check_data(X, y, reset=True)
-    classes, y_enc = probe._encode_labels(y, warm=False)
-    probe._set_input_spec(images, warm=False)
-    # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
-    random_state = estimator.random_state
-    if isinstance(random_state, np.random.RandomState):
-        random_state = copy.deepcopy(random_state)
-    seed = resolve_seed(random_state)
-    with seeded(seed), released_gradient_functions():
-        train = np.arange(len(y_enc))
-        probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
-        network = probe._build_model(len(classes), seed)
-        probe.classes_ = classes
-        with probe._naming_bad_files(images, "lr_find"):
-            data = probe._training_data(images, y_enc, train, None, seed)
-            network, data = probe._sweep_stage(network, data)
-            probe._compile(network, float(start_lr), metrics=())
-            return run(
-                network,
-                data.batches(),
-                sweep_rates(float(start_lr), float(end_lr), num_steps),
-                stop_factor=stop_factor,
-            )
+    with probe._prepare_fit(X, y) as (network, data):
+        network, data = probe._sweep_stage(network, data)
+        probe._compile(network, float(start_lr), metrics=())
+        return run(
+            network,
+            data.batches(),
+            sweep_rates(float(start_lr), float(end_lr), num_steps),
+            stop_factor=stop_factor,
+        )
 
 
 def sweep_rates(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:

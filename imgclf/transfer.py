@@ -285,6 +285,8 @@ class TransferClassifier(BaseImageClassifier):
     # plain approach (the whole network, every epoch).
     _fast_frozen_stage = True
     _stage_in_history = True
+    # The user's network, loaded once per fit (by _source); never kept after it.
+    _per_fit_state = ("_source_model",)
 
     def __init__(
         self,
@@ -408,31 +410,6 @@ class TransferClassifier(BaseImageClassifier):
         return []
 
     # ----------------------------------------------------------- input spec
-    def fit(self, X, y, sample_weight=None):
-        """Train the head on the frozen backbone, then optionally fine-tune.
-
-        Parameters
-        ----------
-        X : array-like or sequence of paths
-            Images ``(n, h, w)`` or ``(n, h, w, c)``, flattened square images
-            ``(n, d)``, or a 1-D list / array / Series of image file paths.
-        y : array-like of shape (n,)
-            Class labels.
-        sample_weight : array-like of shape (n,), optional
-            How much each image counts, as for :meth:`CNNClassifier.fit`
-            (in both stages, and with ``memory``: the features are the
-            images', the weights this fit's).
-
-        Returns
-        -------
-        self
-        """
-        try:
-            return super().fit(X, y, sample_weight)
-        finally:
-            # The user's network, loaded once per fit; never kept after it.
-            self.__dict__.pop("_source_model", None)
-
     def _source(self):
         """The user's network as given (a model, or loaded from its file)."""
         if "_source_model" not in self.__dict__:
@@ -602,7 +579,7 @@ class TransferClassifier(BaseImageClassifier):
         return keras.Model(net.inputs[0], feature_tensor(net), name="backbone")
 
     # -------------------------------------------------------------- training
-    def _train(self, model, data: TrainingData) -> tuple[dict, int]:
+    def _train(self, model, data: TrainingData, run) -> tuple[dict, int]:
         """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune
         stage, whose weights are kept only if its kept epoch
         (:func:`imgclf._training.best_epoch`) improves on the frozen stage's
@@ -611,7 +588,7 @@ class TransferClassifier(BaseImageClassifier):
             # A warm start on a network whose backbone other fits share (it was
             # fitted without fine-tuning): fine-tune a private copy instead.
             model = self.model_ = model_from_bytes(model_to_bytes(model))
-            self.__dict__["_fit_run"].network = model
+            run.network = model
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
@@ -619,12 +596,13 @@ class TransferClassifier(BaseImageClassifier):
             history = self._run_stage(
                 self._head_model(model),
                 self._feature_data(model, data),
+                run,
                 epochs=self.epochs_,
                 learning_rate=self.learning_rate,
             )
         else:
             history = self._run_stage(
-                model, data, epochs=self.epochs_, learning_rate=self.learning_rate
+                model, data, run, epochs=self.epochs_, learning_rate=self.learning_rate
             )
         history["stage"] = [1.0] * len(history["loss"])
         kept = self._kept_epoch(history, self.epochs_)
@@ -636,6 +614,7 @@ class TransferClassifier(BaseImageClassifier):
         tuned = self._run_stage(
             model,
             data,
+            run,
             epochs=self.fine_tune_epochs,
             learning_rate=self._stage_plan()[1][1],
         )

@@ -7,6 +7,7 @@ import pytest
 
 from imgclf import CNNClassifier, TransferClassifier, plot
 from imgclf._backend import get_keras, resolve_seed
+from imgclf._fitrun import FitRun
 from imgclf._training import EARLY_STOPPING_MIN_DELTA, best_epoch, early_stopping_start
 from imgclf._validation import Images
 
@@ -141,7 +142,7 @@ def test_transfer_stage_choice_uses_the_rule(one_cycle_transfer, monkeypatch):
         ]
     )
 
-    def fake_stage(self, model, data, *, epochs, learning_rate):
+    def fake_stage(self, model, data, run, *, epochs, learning_rate):
         bias = model.get_layer("classifier").bias
         bias.assign(bias.numpy() + 1.0)  # what a stage's training changes
         return dict(next(stages))
@@ -151,7 +152,7 @@ def test_transfer_stage_choice_uses_the_rule(one_cycle_transfer, monkeypatch):
     y_enc = np.searchsorted(clf.classes_, y)
     train, val = clf._split(y_enc, resolve_seed(0))
     samples = clf._training_data(Images(array=X), y_enc, train, val, 0)
-    history, kept = clf._train(clf.model_, samples)
+    history, kept = clf._train(clf.model_, samples, FitRun(keep_best=True, min_delta=1e-3))
     assert kept == 6 + 1  # fine-tune's epoch 1, after the frozen stage's 6
     # Fine-tuning's weights stand (two stages' changes to the bias).
     after = clf.model_.get_layer("classifier").bias.numpy()
