@@ -52,7 +52,9 @@ class TransferClassifier(BaseImageClassifier):
        so small batches of new images do not wreck their statistics (with
        ``weights=None`` there are none to protect, and BatchNorm trains
        normally). With a hold-out, the fine-tuned weights are kept only if
-       they beat the frozen stage's best validation loss.
+       their kept epoch's validation loss is lower than the frozen stage's
+       kept epoch's by more than 0.001 (early stopping's rule; see
+       ``best_epoch_``).
 
     Parameters
     ----------
