@@ -13,6 +13,8 @@ every stage of every estimator runs through
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import numbers
 import time
 import warnings
@@ -49,8 +51,10 @@ from ._training import (
     EARLY_STOPPING_MIN_DELTA,
     LR_SCHEDULES,
     batchnorm_sample_size,
+    best_epoch,
     collect_garbage,
     count_fitting,
+    early_stopping_start,
     holdout_size,
     refresh_batchnorm,
     resolve_batch_size,
@@ -58,10 +62,12 @@ from ._training import (
     stage_callbacks,
 )
 from ._training import pixel_range as data_pixel_range
+from ._trainingdata import TrainingData
 from ._validation import (
     Images,
     check_classes_left,
     check_images,
+    check_sample_weight,
     class_index,
     image_size_tuple,
 )
@@ -116,6 +122,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
     _imgclf_estimator = True
     # Whether history_ has a "stage" entry (estimators training in stages).
     _stage_in_history = False
+    # Attributes a fit's steps may keep while it runs; every fit removes them at its end.
+    _per_fit_state: tuple[str, ...] = ()
 
     #: What each parameter accepts (see :mod:`imgclf._params`); subclasses
     #: extend it with ``{**BaseImageClassifier._parameter_rules, ...}``.
@@ -219,11 +227,27 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         Keras tensor of images in 0-1 pixel space after augmentation."""
         raise NotImplementedError
 
-    def _train(self, model, data: dict) -> dict:
-        """Train ``model`` on ``data`` (keyword arguments of ``model.fit``) and
-        return its history. One stage here; subclasses may run several, each
-        through :meth:`_run_stage`."""
-        return self._run_stage(model, data, epochs=self.epochs_, learning_rate=self.learning_rate)
+    def _train(self, model, data: TrainingData, run: FitRun) -> tuple[dict, int]:
+        """Train ``model`` on ``data`` and
+        return its history and the index of the epoch whose weights it kept
+        (:meth:`_kept_epoch`). One stage here; subclasses may run several,
+        each through :meth:`_run_stage`."""
+        history = self._run_stage(
+            model, data, run, epochs=self.epochs_, learning_rate=self.learning_rate
+        )
+        return history, self._kept_epoch(history, self.epochs_)
+
+    def _kept_epoch(self, history: dict, epochs: int) -> int:
+        """The epoch of a stage's ``history`` (planned for ``epochs``) whose
+        weights :meth:`_run_stage` left in the network: :func:`imgclf._training.best_epoch`
+        on the loss early stopping watched."""
+        monitor = "val_loss" if "val_loss" in history else "loss"
+        return best_epoch(
+            history[monitor],
+            min_delta=EARLY_STOPPING_MIN_DELTA,
+            start=early_stopping_start(self.lr_schedule, epochs),
+            keep_best=bool(self.early_stopping),
+        )
 
     def _stage_plan(self) -> list[tuple[int, float]]:
         """Each training stage's ``(epochs, learning_rate)``, as :meth:`_train`
@@ -274,7 +298,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         return hasattr(self, "model_")
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -292,6 +316,16 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             tuples or sets; ``classes_`` the sorted labels). Multi-label
             fits train one sigmoid per label on binary cross-entropy and
             tune ``thresholds_`` on the hold-out.
+        sample_weight : array-like of shape (n,), optional
+            How much each image counts in the loss (finite, >= 0, not all 0),
+            multiplied with ``class_weight``. Only their ratios matter: they
+            are scaled to average 1 over the training images. An image of
+            weight 0 is left out of the fit entirely, as if it were not in
+            ``X`` (``classes_`` still lists its label). The hold-out's weights
+            weight its loss too (``val_loss``, which early stopping watches),
+            so early stopping judges the loss that training minimises;
+            ``class_weight`` weights only the training loss, as in Keras.
+            Passed by ``GridSearchCV(...).fit(X, y, sample_weight=w)``.
 
         Returns
         -------
@@ -301,7 +335,8 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         Raises
         ------
         imgclf.exceptions.InputError
-            For invalid parameters (all listed at once), ``X`` or ``y``.
+            For invalid parameters (all listed at once), ``X``, ``y`` or
+            ``sample_weight``.
         imgclf.exceptions.ImageFileError
             For unreadable image files with ``on_bad_file="error"``, or when
             none can be read.
@@ -332,92 +367,132 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             estimator=f"{type(self).__name__}.fit",
             checkpoint=self.checkpoint,
         )
-        self.__dict__["_fit_run"] = run
         try:
-            self._fit(X, y)
+            self._fit(X, y, sample_weight, run)
         except BaseException as exc:
             if run.new_epochs == 0 or isinstance(exc, TrainingError):
                 restore(self, before, params)
             else:
                 # After an epoch has ended, a stopped fit keeps what it learnt.
                 history, message = run.interrupted(exc, keep_stage=self._stage_in_history)
-                self._record_history(history, bool(self.warm_start) and "model_" in before["state"])
+                self._record_history(
+                    history,
+                    bool(self.warm_start) and "model_" in before["state"],
+                    kept=run.best_epoch - 1,
+                )
                 self.interrupted_ = True
                 warnings.warn(message, UserWarning, stacklevel=2)
             raise
         finally:
-            self.__dict__.pop("_fit_run", None)
+            # What the fit's steps kept for themselves (e.g. the user's backbone, loaded once).
+            for key in self._per_fit_state:
+                self.__dict__.pop(key, None)
         run.finished()
         return self
 
-    def _fit(self, X, y):
-        """The steps of :meth:`fit`, in order (after :func:`check_params`)."""
-        self.__dict__["_fit_run"].check_path()
+    def _fit(self, X, y, sample_weight, run: FitRun):
+        """The steps of :meth:`fit`, in order (after :func:`check_params`):
+        :meth:`_prepare_fit`, :meth:`_train`, the BatchNorm refresh."""
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        images, y = self._check_data(X, y, reset=not warm)
-        self._open_checkpoint(images, y)
-        classes, y_enc = self._encode_labels(y, warm)
-        self._set_input_spec(images, warm)
-        # A resumed fit keeps its first seed: the same hold-out, the same weights.
-        seed = self.__dict__["_fit_run"].seed_for(
-            resolve_seed(self.random_state), fixed=isinstance(self.random_state, numbers.Integral)
-        )
-        if not warm:
-            self._release_network()
         started = time.perf_counter()
-        with seeded(seed), released_gradient_functions():
-            train, val = self._split(y_enc, seed)
-            run = self.__dict__["_fit_run"]
-            fingerprint = run.fingerprints.get("data") or data_fingerprint(images, y)
-            facts = fit_facts(fingerprint, y_enc, train, val, len(classes))
-            self.__dict__["_card_facts"] = facts  # the model card's (clf.card_)
-            self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
-            if not warm:
-                self.model_ = self._build_model(len(classes), seed)
-            self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
-            self.__dict__["_fit_run"].plan = self._stage_plan()
-            self.classes_ = classes
-            with self._naming_bad_files(images, "fit"):  # also decoding into a cache
-                data = self._training_data(images, y_enc, train, val, seed)
-                self.__dict__["_fit_run"].network = self.model_
-                self.temperature_ = 1.0
-                set_temperature(self.model_, 1.0)  # training is never scaled
-                history = self._train(self.model_, data)
-                seen = len(train) * max(1, len(history.get("loss", ())))
-                refresh_batchnorm(
-                    self.model_,
-                    lambda: self._batchnorm_sample(images, train, seed, seen),
-                    judge=self._holdout_loss(data),
-                )
-                self.temperature_ = self._calibrate(images, y_enc, val)
-                self._tune_thresholds(images, y_enc, val)
+        with self._prepare_fit(X, y, sample_weight, run=run) as (model, data):
+            self.temperature_ = 1.0
+            set_temperature(model, 1.0)  # training is never scaled
+            history, kept = self._train(model, data, run)
+            seen = data.n_train * max(1, len(history.get("loss", ())))
+            refresh_batchnorm(
+                self.model_,
+                lambda: self._batchnorm_sample(data.images, data.train, data.seed, seen),
+                judge=self._holdout_loss(data),
+            )
+            self.temperature_ = self._calibrate(data)
+            self._tune_thresholds(data.images, data.y, data.val)
         count_fitting(time.perf_counter() - started)
-        self._record_history(history, warm)
-        monitor = "val_loss" if val is not None else "loss"
-        facts["fit"] = fit_outcome(history, run.best_epoch, monitor)
+        self._record_history(history, warm, kept=kept)
+        monitor = "val_loss" if data.val is not None else "loss"
+        self.__dict__["_card_facts"]["fit"] = fit_outcome(history, kept + 1, monitor)
         self.interrupted_ = False
         self._warn_if_diverged(history)
         return self
 
-    def _check_data(self, X, y, *, reset: bool) -> tuple[Images, np.ndarray]:
-        """Validate ``X`` and ``y``; leave out (or reject) unreadable files."""
+    @contextlib.contextmanager
+    def _prepare_fit(self, X, y, sample_weight=None, *, run: FitRun | None = None):
+        """The steps of a fit before training, as a context yielding
+        ``(network, data)`` (a :class:`~imgclf._trainingdata.TrainingData`):
+        check the data, encode the labels, decide the input spec, seed, hold
+        out a validation split, build the network. Training happens inside
+        it (seeded, with unreadable files named). Used by :meth:`fit` (with
+        its ``run``: checkpoint, warm start, hold-out, the epochs planned) and
+        by :func:`imgclf.lrfind.find` (``run=None``: a new network on every
+        image, no hold-out; a ``RandomState`` is drawn from as a copy)."""
+        if run is not None:
+            run.check_path()
+        warm = run is not None and bool(self.warm_start) and hasattr(self, "model_")
+        images, y, weight = self._check_data(X, y, sample_weight, reset=not warm)
+        if run is not None:
+            self._open_checkpoint(images, y, weight, run)
+        classes, y_enc = self._encode_labels(y, warm)
+        given_images, given_weight = images, weight
+        images, y_enc, weight = _weighted_only(images, y_enc, weight)
+        self._set_input_spec(images, warm)
+        random_state = self.random_state
+        if run is None and isinstance(random_state, np.random.RandomState):
+            random_state = copy.deepcopy(random_state)  # the parameter stays as it was
+        seed = resolve_seed(random_state)
+        if run is not None:
+            # A resumed fit keeps its first seed: the same hold-out, the same weights.
+            seed = run.seed_for(seed, fixed=isinstance(self.random_state, numbers.Integral))
+            if not warm:
+                self._release_network()
+        with seeded(seed), released_gradient_functions():
+            if run is not None:
+                train, val = self._split(y_enc, seed)
+                # The model card's facts (clf.card_), of the data as given.
+                fingerprint = run.fingerprints.get("data") or data_fingerprint(
+                    given_images, y, given_weight
+                )
+                self.__dict__["_card_facts"] = fit_facts(
+                    fingerprint, y_enc, train, val, len(classes)
+                )
+            else:
+                train, val = np.arange(len(y_enc)), None
+            self.batch_size_ = resolve_batch_size(self.batch_size, len(train))
+            if not warm:
+                self.model_ = self._build_model(len(classes), seed)
+            if run is not None:
+                self.epochs_ = resolve_epochs(self.epochs, len(train), self.batch_size_)
+                run.plan = self._stage_plan()
+            self.classes_ = classes
+            # Also decoding into a cache.
+            with self._naming_bad_files(images, "fit" if run is not None else "lr_find"):
+                data = self._training_data(images, y_enc, train, val, seed, weight)
+                if run is not None:
+                    run.network = self.model_
+                yield self.model_, data
+
+    def _check_data(self, X, y, sample_weight=None, *, reset: bool):
+        """Validate ``X``, ``y`` and ``sample_weight``; leave out (or reject)
+        unreadable files. Returns ``(images, y, weight)`` (``weight`` None
+        without sample weights)."""
         images = check_images(self, X, reset=reset)
         y = multilabel.check_y(self, y, len(images))
+        weight = check_sample_weight(self, sample_weight, len(images))
         given = images
         images, keep = images.screened(
             on_bad_file=self.on_bad_file, source=f"{type(self).__name__}.fit"
         )
         if len(keep) < len(y) and not multilabel.is_multilabel(y):
             check_classes_left(self, given.paths, y, keep)
-        return images, y[keep]
+        return images, y[keep], None if weight is None else weight[keep]
 
-    def _open_checkpoint(self, images: Images, y) -> None:
+    def _open_checkpoint(self, images: Images, y, weight, run: FitRun) -> None:
         """With ``checkpoint``: resume from the file if it was written for these
         parameters and data; any other file is warned about and replaced."""
         if self.checkpoint is None:
             return
-        message = self.__dict__["_fit_run"].open_checkpoint(
-            params_fingerprint(self.get_params(deep=False)), data_fingerprint(images, y)
+        message = run.open_checkpoint(
+            params_fingerprint(self.get_params(deep=False)),
+            data_fingerprint(images, y, weight),
         )
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=4)
@@ -528,51 +603,57 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             outputs = self._build_network(x, n_classes)
             return keras.Model(inputs, outputs, name=owner)
 
-    def _calibrate(self, images: Images, y_enc, val, sample_weight=None) -> float:
-        """Fit the temperature on the hold-out's logits and set it in the
-        network (see :mod:`imgclf._calibration`); 1.0 with ``calibrate=False``,
-        without a hold-out or a temperature layer (a network saved before it),
-        and for multi-label targets (their ``thresholds_`` are tuned instead)."""
+    def _calibrate(self, data: TrainingData) -> float:
+        """Fit the temperature on the hold-out's logits (weighted by its
+        sample weights) and set it in the network (see
+        :mod:`imgclf._calibration`); 1.0 with ``calibrate=False``, without a
+        hold-out or a temperature layer (a network saved before it), and for
+        multi-label targets (their ``thresholds_`` are tuned instead)."""
         if (
             not self.calibrate
-            or val is None
+            or data.val is None
             or temperature_layer(self.model_) is None
             or getattr(self, "multilabel_", False)
         ):
             return 1.0
         logits = self._network_output(
             feature_model(self.model_, CLASSIFIER_LAYER),
-            images.subset(val),
+            data.images.subset(data.val),
             tta_views(1, self.image_size_, flip=False),
             "fit",
         )
-        weights = None if sample_weight is None else np.asarray(sample_weight)[val]
-        temperature = fit_temperature(logits, y_enc[val], weights)
+        weights = None if data.sample_weight is None else data.sample_weight[data.val]
+        temperature = fit_temperature(logits, data.y[data.val], weights)
         set_temperature(self.model_, temperature)
         return temperature
 
-    def _training_data(self, images: Images, y_enc, train, val, seed) -> dict:
-        """Keyword arguments of ``model.fit``: the training and validation data
-        and the class weights."""
-        data = self._dataset(images.subset(train), y_enc[train], seed=seed, shuffle=True)
-        if val is not None:
-            held = self._dataset(images.subset(val), y_enc[val])
-            data["validation_data"] = held["x"] if "y" not in held else (held["x"], held["y"])
-        data["class_weight"] = self._class_weight(y_enc[train])
-        return data
+    def _training_data(
+        self, images: Images, y_enc, train, val, seed, sample_weight=None
+    ) -> TrainingData:
+        """The fit's :class:`~imgclf._trainingdata.TrainingData`: its samples,
+        split, weights (``sample_weight`` and the class weights) and seed; the
+        input pipeline is built when a stage first asks for it."""
+        return TrainingData(
+            images=images,
+            y=y_enc,
+            train=train,
+            val=val,
+            seed=seed,
+            batch_size=self.batch_size_,
+            dataset=self._training_dataset,
+            sample_weight=sample_weight,
+            class_weight=self._class_weight(y_enc[train]),
+        )
 
-    def _holdout_loss(self, data):
+    def _training_dataset(self, images: Images, y, sample_weight, *, shuffle, seed=None) -> dict:
+        """Keyword arguments of ``model.fit`` for training or hold-out images."""
+        return self._dataset(images, y, seed=seed, shuffle=shuffle, sample_weight=sample_weight)
+
+    def _holdout_loss(self, data: TrainingData):
         """A function giving the network's loss on the hold-out, or None without one."""
-        held = data.get("validation_data") if isinstance(data, dict) else None
-        if held is None:
+        if not data.has_holdout:
             return None
-        x, y = held if isinstance(held, tuple) else (held, None)
-        size = {"batch_size": self.batch_size_} if y is not None else {}
-
-        def loss() -> float:
-            return float(self.model_.evaluate(x, y, verbose=0, return_dict=True, **size)["loss"])
-
-        return loss
+        return lambda: data.holdout_loss(self.model_)
 
     def _batchnorm_sample(self, images: Images, train, seed, images_seen=None) -> list:
         """Batches of network input from a random sample of the training images,
@@ -596,7 +677,14 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
         )
 
     def _dataset(
-        self, images: Images, y=None, *, seed=None, shuffle=False, batch_size=None
+        self,
+        images: Images,
+        y=None,
+        *,
+        seed=None,
+        shuffle=False,
+        batch_size=None,
+        sample_weight=None,
     ) -> dict:
         """``pipeline.make_dataset`` for this network, in batches of
         ``batch_size`` (the training batch ``batch_size_`` by default)."""
@@ -609,6 +697,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             shuffle=shuffle,
             seed=seed,
             cache=self.cache,
+            sample_weight=sample_weight,
         )
 
     def _class_weight(self, y_enc):
@@ -642,13 +731,15 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
                 metrics=multilabel.metrics(self, metrics),
             )
 
-    def _run_stage(self, model, data: dict, *, epochs: int, learning_rate: float) -> dict:
+    def _run_stage(
+        self, model, data: TrainingData, run: FitRun, *, epochs: int, learning_rate: float
+    ) -> dict:
         """Compile ``model`` and train it for up to ``epochs`` on ``data`` with
         the learning-rate schedule (each stage its own cycle, peaking at
         ``learning_rate``) and early stopping: one training stage. Returns its
         history as lists of floats."""
         self._compile(model, learning_rate)
-        monitor = "val_loss" if data.get("validation_data") is not None else "loss"
+        monitor = "val_loss" if data.has_holdout else "loss"
         callbacks = stage_callbacks(
             monitor,
             learning_rate=learning_rate,
@@ -657,15 +748,12 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             early_stopping=self.early_stopping,
             lr_schedule=self.lr_schedule,
         )
-        run = self.__dict__.get("_fit_run")
-        initial_epoch, earlier = 0, {}
-        if run is not None:
-            recorder, initial_epoch, earlier = run.start_stage(model, monitor, callbacks)
-            if recorder is None:  # completed before, by the fit the checkpoint is from
-                return earlier
-            # After the schedule's (which logs the learning rate), before the
-            # user's (so an epoch one of them interrupts still counts).
-            callbacks.append(recorder)
+        recorder, initial_epoch, earlier = run.start_stage(model, monitor, callbacks)
+        if recorder is None:  # completed before, by the fit the checkpoint is from
+            return earlier
+        # After the schedule's (which logs the learning rate), before the
+        # user's (so an epoch one of them interrupts still counts).
+        callbacks.append(recorder)
         callbacks.extend(self.callbacks or ())
         # Feature vectors in memory (TransferClassifier's frozen stage) train in
         # imgclf's light loop: model.fit's per-epoch machinery would cost more
@@ -677,7 +765,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=self.verbose,
-                **data,
+                **data.fit_kwargs(),
             )
         history = {k: [float(v) for v in values] for k, values in history.history.items()}
         return {k: earlier.get(k, []) + history.get(k, []) for k in {**earlier, **history}}
@@ -696,22 +784,28 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
 
     def _warn_if_diverged(self, history: dict) -> None:
         monitor = "val_loss" if "val_loss" in history else "loss"
+        offset = len(self.history_["loss"]) - len(history["loss"])  # a warm start's earlier epochs
         message = collapse_message(
             history,
             2 if getattr(self, "multilabel_", False) else len(self.classes_),
             monitor,
-            keep_best=bool(self.early_stopping),
+            kept=self.best_epoch_ - offset,
             weighted=self.class_weight is not None,
         )
         if message is not None:
             warnings.warn(f"{type(self).__name__}.fit: {message}", UserWarning, stacklevel=4)
 
-    def _record_history(self, history: dict, warm: bool) -> None:
+    def _record_history(self, history: dict, warm: bool, *, kept: int) -> None:
+        """Set ``history_`` (extended on a warm start) and ``best_epoch_``, the
+        index in it of the epoch ``kept`` of ``history``."""
+        offset = 0
         if warm and hasattr(self, "history_"):
+            offset = len(self.history_.get("loss", ()))
             for key, values in history.items():
                 self.history_.setdefault(key, []).extend(values)
         else:
             self.history_ = history
+        self.best_epoch_ = offset + int(kept)
 
     # ------------------------------------------------------- learning rate
     def lr_find(
@@ -794,11 +888,19 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             stop_factor=stop_factor,
         )
 
-    def _sweep_stage(self, model, data):
-        """The network ``lr_find`` trains and its ``model.fit`` keyword
-        arguments: here the whole network on ``data`` as ``_training_data``
-        made it."""
+    def _sweep_stage(self, model, data: TrainingData):
+        """The network ``lr_find`` trains and its data: here the whole network
+        on ``data`` as ``_training_data`` made it."""
         return model, data
+
+
+def _weighted_only(images: Images, y_enc, weight):
+    """The samples of weight > 0 (all of them without weights): an image of
+    weight 0 is left out of the fit, as if it were not there."""
+    if weight is None or weight.all():
+        return images, y_enc, weight
+    keep = np.flatnonzero(weight)
+    return images.subset(keep), y_enc[keep], weight[keep]
 
 
 __all__ = ["BaseImageClassifier"]

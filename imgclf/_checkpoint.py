@@ -82,8 +82,9 @@ def params_fingerprint(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def data_fingerprint(images, y) -> str:
-    """Of the pixels (arrays) or the files' paths, sizes and times, and of ``y``."""
+def data_fingerprint(images, y, sample_weight=None) -> str:
+    """Of the pixels (arrays) or the files' paths, sizes and times, of ``y``
+    and of the sample weights (if any)."""
     digest = hashlib.sha256()
     if images.array is not None:
         array = np.ascontiguousarray(images.array)
@@ -93,6 +94,9 @@ def data_fingerprint(images, y) -> str:
         for path in images.paths:
             digest.update(identity_bytes(path))
     digest.update(json.dumps(np.asarray(y).tolist(), default=repr).encode())
+    if sample_weight is not None:
+        digest.update(b"sample_weight")
+        digest.update(np.ascontiguousarray(sample_weight, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 

@@ -35,6 +35,7 @@ from ._checkpoint import (
     set_aside,
 )
 from ._checkpoint import write as write_checkpoint
+from ._training import best_epoch
 from .exceptions import InputError, TrainingError
 
 #: A fit whose kept loss is no better than guessing (``log(n_classes)``) after
@@ -74,6 +75,7 @@ class FitRun:
         self.stage = 0
         self.stage_epochs = 0
         self.watch_from = 0  # the stage's first epoch (0-based) early stopping watches
+        self.stage_values: list[float] = []  # the stage's monitored loss, an epoch each
         self.best = math.inf
         self.best_epoch = 0
         self.kept = None  # (model, weights) the estimator keeps if training stops now
@@ -233,6 +235,7 @@ class FitRun:
         ``earlier`` is the stage's history from the checkpoint."""
         self.stage += 1
         self.stage_epochs = 0
+        self.stage_values = []
         self.watch_from = next(
             (cb.start_from_epoch for cb in callbacks if _stateful_kind(cb) == "EarlyStopping"), 0
         )
@@ -250,6 +253,7 @@ class FitRun:
             return recorder, 0, {}
         meta, arrays = self.resume
         earlier = _stage_history(meta["history"], self.stage)
+        self.stage_values = list(earlier.get(monitor, []))
         if self.stage < meta["stage"] or meta["complete"]:
             if self.stage == meta["stage"] - 1:
                 self.network.set_weights(arrays["start"])
@@ -289,20 +293,25 @@ class FitRun:
                 "floats 0-1), without extreme values."
             )
         value = float(logs.get(monitor, math.nan))
-        # Before the epoch early stopping starts to watch, it keeps nothing:
-        # the last epoch's weights stand, and the best is counted from there.
-        watched = self.stage_epochs > self.watch_from
-        if not watched:
-            self.best = math.inf
-        improved = watched and value < self.best - self.min_delta
-        if improved:
-            self.best = value
-        if self.kept is None or improved or not (self.keep_best and watched):
+        self.stage_values.append(value)
+        # The one rule (imgclf._training.best_epoch): before the epoch early
+        # stopping starts to watch, the last epoch's weights stand.
+        kept = best_epoch(
+            self.stage_values,
+            min_delta=self.min_delta,
+            start=self.watch_from,
+            keep_best=self.keep_best,
+        )
+        if self.kept is None or kept == len(self.stage_values) - 1:
             self.kept = (model, model.get_weights())
             self.best_epoch = self.epochs
+            self.best = value
         self._write(model, callbacks, complete=False)
 
     def stage_ended(self, model, callbacks: list) -> None:
+        """The stage is over: its network takes the kept epoch's weights
+        (early stopping's restore), then the checkpoint records it done."""
+        self.restore_kept()
         self._write(model, callbacks, complete=True)
 
     def restore_kept(self) -> None:
@@ -451,19 +460,20 @@ def restore(estimator, saved: dict, params) -> None:
 
 
 def collapse_message(
-    history: dict, n_classes: int, monitor: str, keep_best: bool, weighted: bool = False
+    history: dict, n_classes: int, monitor: str, kept: int, weighted: bool = False
 ):
     """A warning's text when a finished fit diverged into a useless network,
     else None: its kept loss is no better than guessing while some epoch's
     loss blew far past it (``learning_rate=1e4`` on digits: the loss stays
     finite, in the thousands, and every image gets one class). With class
     weights (``weighted``) the training loss is scaled by them, so only the
-    hold-out's loss, which Keras leaves unweighted, is compared."""
+    hold-out's loss, which Keras leaves unweighted, is compared. ``kept``:
+    the index of the epoch whose weights the network holds (``best_epoch_``)."""
     values = history.get(monitor) or []
     losses = history.get("val_loss" if weighted else "loss") or []
     if not values or not losses:
         return None
-    kept = min(values) if keep_best else values[-1]
+    kept = values[kept]
     chance = math.log(n_classes)
     worst = max(losses)
     if kept < chance or worst <= DIVERGED_LOSS_FACTOR * chance:

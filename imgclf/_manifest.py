@@ -189,6 +189,7 @@ ATTRIBUTES = {
     "epochs_": _check(lambda v: _int(v, 0), "an integer >= 0"),
     "history_": _history,
     "interrupted_": _check(lambda v: isinstance(v, bool), "True or False"),
+    "best_epoch_": _check(lambda v: _int(v, 0), "an integer >= 0"),
     "n_features_in_": _check(lambda v: _int(v, 1), "an integer >= 1"),
     "feature_names_in_": _names,
     "temperature_": _check(lambda v: _finite(v) and v > 0, "a number > 0"),

@@ -82,6 +82,41 @@ def early_stopping_start(schedule: str | None, epochs: int) -> int:
     )
 
 
+def improves(value: float, best: float | None, min_delta: float = EARLY_STOPPING_MIN_DELTA) -> bool:
+    """Whether a monitored loss of ``value`` improves on ``best`` (None: no
+    epoch watched yet): lower by more than ``min_delta``, Keras's
+    ``EarlyStopping`` comparison (a NaN never improves on a number)."""
+    return best is None or float(value) < float(best) - min_delta
+
+
+def best_epoch(
+    values, *, min_delta: float = EARLY_STOPPING_MIN_DELTA, start: int = 0, keep_best: bool = True
+) -> int:
+    """The epoch (an index into ``values``) whose weights a training stage
+    keeps: the one rule behind early stopping's restore, the fit's record of
+    the weights kept so far (:class:`imgclf._fitrun.FitRun`), the transfer
+    stage choice, ``best_epoch_``, the plot's marker and the command line.
+
+    ``values`` are the stage's monitored losses, one an epoch; ``start`` the
+    first epoch early stopping watches (:func:`early_stopping_start`). The
+    kept epoch is the last one that :func:`improves` on the one kept before
+    it, counted from ``start`` (so a lower loss before ``start``, or one
+    lower by no more than ``min_delta``, is not kept); while no epoch from
+    ``start`` has ended, and with ``keep_best=False`` (early stopping off),
+    it is the last epoch.
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("best_epoch needs at least one epoch's value.")
+    if not keep_best or len(values) <= start:
+        return len(values) - 1
+    kept, best = start, None
+    for epoch in range(start, len(values)):
+        if improves(values[epoch], best, min_delta):
+            kept, best = epoch, values[epoch]
+    return kept
+
+
 def stage_callbacks(
     monitor: str,
     *,
@@ -92,9 +127,10 @@ def stage_callbacks(
     lr_schedule: str | None,
 ) -> list:
     """The callbacks every training stage runs: the learning-rate schedule
-    (which also logs the rate of each epoch), then early stopping that
-    restores the best weights (when on), watching from
-    :func:`early_stopping_start`."""
+    (which also logs the rate of each epoch), then early stopping (when on),
+    watching from :func:`early_stopping_start`. Early stopping only stops:
+    the weights of :func:`best_epoch` are put back at the end of the stage
+    by the fit's record (:meth:`imgclf._fitrun.FitRun.stage_ended`)."""
     keras = get_keras()
     callbacks = []
     if lr_schedule == "plateau":
@@ -114,7 +150,7 @@ def stage_callbacks(
                 monitor=monitor,
                 patience=patience,
                 min_delta=EARLY_STOPPING_MIN_DELTA,
-                restore_best_weights=True,
+                restore_best_weights=False,
                 start_from_epoch=early_stopping_start(lr_schedule, epochs),
             )
         )

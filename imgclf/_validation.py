@@ -335,6 +335,57 @@ def check_targets(estimator, y, n_samples: int) -> np.ndarray:
     return y
 
 
+def check_sample_weight(estimator, sample_weight, n_samples: int) -> np.ndarray | None:
+    """Validate ``fit``'s ``sample_weight``: None, or one finite number >= 0 per
+    image, not all 0 (scikit-learn's ``_check_sample_weight`` rules, in the
+    library's words). Returns a new float64 array (the caller's is never
+    changed), or None."""
+    if sample_weight is None:
+        return None
+    name = type(estimator).__name__
+    fix = (
+        f"Pass sample_weight=None (every image counts once) or one number >= 0 per image, "
+        f"e.g. np.ones({n_samples})."
+    )
+    try:
+        weight = np.array(sample_weight, dtype=np.float64)  # a copy
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{name}.fit: sample_weight must be numbers, got {type(sample_weight).__name__} "
+            f"that cannot be read as numbers. {fix}"
+        ) from None
+    if weight.ndim == 0:
+        weight = np.full(n_samples, float(weight))
+    if weight.ndim != 1 or len(weight) != n_samples:
+        raise InputError(
+            f"{name}.fit: sample_weight has shape {weight.shape}, but X has {n_samples} images: "
+            f"it needs one weight per image, shape ({n_samples},). {fix}"
+        )
+    bad = np.flatnonzero(~np.isfinite(weight))
+    if len(bad):
+        raise InputError(
+            f"{name}.fit: sample_weight is NaN or infinite at position(s) {_positions(bad)}. "
+            f"Every weight must be a finite number >= 0. {fix}"
+        )
+    bad = np.flatnonzero(weight < 0)
+    if len(bad):
+        raise InputError(
+            f"{name}.fit: sample_weight is negative at position(s) {_positions(bad)}. Every "
+            f"weight must be >= 0 (0 leaves the image out). {fix}"
+        )
+    if not weight.any():
+        raise InputError(
+            f"{name}.fit: sample_weight is zero for every image, so there is nothing to learn "
+            "from. Give the "
+            "images to train on a weight > 0."
+        )
+    return weight
+
+
+def _positions(index: np.ndarray) -> str:
+    return ", ".join(str(i) for i in index[:10]) + (" ..." if len(index) > 10 else "")
+
+
 def _safe_shape(value) -> tuple | str:
     try:
         return np.shape(value)

@@ -46,18 +46,11 @@ class _OwnTracing(logging.Filter):
 _FILTER = _OwnTracing()
 
 
-def takes_vectors(model, data: dict) -> bool:
-    """Whether ``data`` (keyword arguments of ``model.fit``) is what
-    :func:`fit_vectors` trains on: NumPy arrays of vectors (and their
-    labels), for a model under no distribution strategy."""
-    tf = get_tf()
-    arrays = [data.get("x"), data.get("y"), *(data.get("validation_data") or ())]
-    return (
-        all(isinstance(a, np.ndarray) for a in arrays)
-        and data["x"].ndim == 2
-        and data.get("sample_weight") is None
-        and model.distribute_strategy is tf.distribute.get_strategy()
-    )
+def takes_vectors(model, data) -> bool:
+    """Whether ``data`` (a :class:`~imgclf._trainingdata.TrainingData`) is
+    what :func:`fit_vectors` trains on: feature vectors in memory, for a
+    model under no distribution strategy."""
+    return data.is_vectors and model.distribute_strategy is get_tf().distribute.get_strategy()
 
 
 def _has_batch_hooks(callbacks: list) -> bool:
@@ -79,12 +72,15 @@ def fit_vectors(
     initial_epoch: int = 0,
     callbacks=(),
     validation_data=None,
+    sample_weight: np.ndarray | None = None,
     class_weight: dict | None = None,
     shuffle: bool = True,
     verbose=0,
 ):
     """Train compiled ``model`` on in-memory vectors like ``model.fit`` with
-    the same keyword arguments; returns its ``History``."""
+    the same keyword arguments; returns its ``History``. ``sample_weight`` and
+    ``class_weight`` multiply; ``validation_data`` may carry the hold-out's
+    weights as a third item."""
     keras, tf = get_keras(), get_tf()
     logger = tf.get_logger()
     if _FILTER not in logger.filters:
@@ -108,12 +104,14 @@ def fit_vectors(
 
     features = tf.convert_to_tensor(x)
     labels = tf.convert_to_tensor(y)
+    per_sample = np.ones(n, "float32")
+    if sample_weight is not None:
+        per_sample = per_sample * np.asarray(sample_weight, "float32")
     if class_weight:
         size = max(max(class_weight), int(y.max())) + 1
         table = np.array([class_weight.get(i, 1.0) for i in range(size)], "float32")
-        weights = tf.convert_to_tensor(table[y])
-    else:
-        weights = tf.ones([n], "float32")
+        per_sample = per_sample * table[y]
+    weights = tf.convert_to_tensor(per_sample)
 
     def batch(index):
         """The features, labels and weights of the samples at ``index``."""
@@ -140,14 +138,14 @@ def fit_vectors(
         return total, correct
 
     @tf.function(reduce_retracing=True)
-    def evaluate(xv, yv):
+    def evaluate(xv, yv, wv=None):
         predicted = model(xv, training=False)
-        loss = model.compute_loss(x=xv, y=yv, y_pred=predicted, training=False)
+        loss = model.compute_loss(x=xv, y=yv, y_pred=predicted, sample_weight=wv, training=False)
         return loss, _correct(predicted, yv) / tf.cast(tf.shape(yv)[0], "float32")
 
     validation = None
     if validation_data is not None:
-        validation = tuple(tf.convert_to_tensor(a) for a in validation_data[:2])
+        validation = tuple(tf.convert_to_tensor(a) for a in validation_data if a is not None)
 
     model.stop_training = False
     callback_list.on_train_begin()

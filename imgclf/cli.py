@@ -300,7 +300,6 @@ def _estimator(args):
 
 
 def _cmd_train(args) -> int:
-    import numpy as np
 
     from .exceptions import InputError
 
@@ -320,8 +319,7 @@ def _cmd_train(args) -> int:
     # Multi-label: the share of right yes/no label decisions at 0.5.
     accuracy = "label accuracy" if getattr(clf, "multilabel_", False) else "accuracy"
     if history.get("val_accuracy"):
-        # Early stopping restores the weights of the epoch with the lowest val_loss.
-        best = int(np.nanargmin(history["val_loss"]))
+        best = clf.best_epoch_  # the epoch whose weights the estimator kept
         print(
             f"Trained {n_epochs} epochs; validation {accuracy} "
             f"{history['val_accuracy'][best]:.3f} "

@@ -188,6 +188,16 @@ class CNNClassifier(BaseImageClassifier):
     history_ : dict of str to list of float
         Per-epoch training metrics (``loss``, ``accuracy``, ``val_loss``,
         ``val_accuracy``).
+    best_epoch_ : int
+        The epoch whose weights the network holds, as an index into
+        ``history_``'s lists (``history_["val_loss"][best_epoch_]`` is its
+        hold-out loss; the plot and ``imgclf train`` show it as epoch
+        ``best_epoch_ + 1``). With early stopping, the last epoch that lowered
+        the watched loss (the hold-out's, or the training loss without a
+        hold-out) by more than 0.001 among the epochs early stopping watches
+        (from the first one under ``"one_cycle"`` and ``"cosine"`` where the
+        rate is at most half its peak); with ``early_stopping=False``, the
+        last epoch.
     interrupted_ : bool
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached

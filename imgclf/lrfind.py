@@ -20,15 +20,12 @@ curve.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import released_gradient_functions, resolve_seed, seeded
 from ._params import check_params, is_int, is_real, numbered
-from ._training import resolve_batch_size
 from .exceptions import InputError
 
 #: Weight of the past in the smoothed loss (fastai's ``beta``).
@@ -110,30 +107,15 @@ def find(estimator, X, y, *, start_lr, end_lr, num_steps, stop_factor) -> LRFind
     # The copy trains on one device, without the checkpoint or the user's callbacks.
     probe.set_params(distribute=None, checkpoint=None, callbacks=None, warm_start=False)
     check_params(probe)
-    images, y = probe._check_data(X, y, reset=True)
-    classes, y_enc = probe._encode_labels(y, warm=False)
-    probe._set_input_spec(images, warm=False)
-    # A RandomState parameter is drawn from as a copy: the parameter stays as it was.
-    random_state = estimator.random_state
-    if isinstance(random_state, np.random.RandomState):
-        random_state = copy.deepcopy(random_state)
-    seed = resolve_seed(random_state)
-    with seeded(seed), released_gradient_functions():
-        train = np.arange(len(y_enc))
-        probe.batch_size_ = resolve_batch_size(probe.batch_size, len(train))
-        network = probe._build_model(len(classes), seed)
-        probe.classes_ = classes
-        with probe._naming_bad_files(images, "lr_find"):
-            data = probe._training_data(images, y_enc, train, None, seed)
-            network, data = probe._sweep_stage(network, data)
-            probe._compile(network, float(start_lr), metrics=())
-            return run(
-                network,
-                batches(data, seed),
-                sweep_rates(float(start_lr), float(end_lr), num_steps),
-                stop_factor=stop_factor,
-                class_weight=data.get("class_weight"),
-            )
+    with probe._prepare_fit(X, y) as (network, data):
+        network, data = probe._sweep_stage(network, data)
+        probe._compile(network, float(start_lr), metrics=())
+        return run(
+            network,
+            data.batches(),
+            sweep_rates(float(start_lr), float(end_lr), num_steps),
+            stop_factor=stop_factor,
+        )
 
 
 def sweep_rates(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
@@ -141,32 +123,16 @@ def sweep_rates(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
     return start_lr * (end_lr / start_lr) ** (np.arange(num_steps) / (num_steps - 1))
 
 
-def batches(data: dict, seed: int):
-    """Endless ``(x, y)`` training batches from ``model.fit`` keyword arguments:
-    arrays reshuffled every pass, datasets (already shuffled) read again."""
-    x, y = data["x"], data.get("y")
-    if isinstance(x, np.ndarray):
-        rng = np.random.default_rng(seed)
-        size = int(data["batch_size"])
-        while True:
-            order = rng.permutation(len(x)) if data.get("shuffle", True) else np.arange(len(x))
-            for start in range(0, len(x), size):
-                take = np.sort(order[start : start + size])
-                yield x[take], y[take]
-    while True:
-        for batch in x:
-            yield batch[0], batch[1]
-
-
-def run(model, source, rates: np.ndarray, *, stop_factor, class_weight=None) -> LRFind:
+def run(model, source, rates: np.ndarray, *, stop_factor) -> LRFind:
     """Train ``model`` (compiled, with only its loss) one batch of ``source``
-    per rate of ``rates`` and read the curve."""
+    (``(x, y, weight)``, weight None or per sample) per rate of ``rates`` and
+    read the curve."""
     raw, smoothed = [], []
     average, best = 0.0, math.inf
     stopped = False
-    for step, (rate, (x, y)) in enumerate(zip(rates, source, strict=False)):
+    for step, (rate, (x, y, weight)) in enumerate(zip(rates, source, strict=False)):
         model.optimizer.learning_rate = float(rate)
-        logs = model.train_on_batch(x, y, class_weight=class_weight, return_dict=True)
+        logs = model.train_on_batch(x, y, sample_weight=weight, return_dict=True)
         loss = float(logs["loss"])
         raw.append(loss)
         average = SMOOTHING * average + (1 - SMOOTHING) * loss

@@ -38,10 +38,11 @@ def _needs_conversion(array: np.ndarray, size, channels: int) -> bool:
 
 # ---------------------------------------------------------------- datasets
 def _path_dataset(
-    tf, paths, infos, order, size, channels, batch_size, labels=None, with_index=False
+    tf, paths, infos, order, size, channels, batch_size, labels=None, with_index=False, weights=None
 ):
     """Map a dataset of sample indices to batches of ``(images,)``, ``(images,
-    labels)`` given ``labels``, or ``(indices, images)`` with ``with_index``;
+    labels)`` given ``labels`` (``(images, labels, weights)`` with ``weights``),
+    or ``(indices, images)`` with ``with_index``;
     images float32 in 0-255.
 
     The indices are batched first and each batch is decoded by one map call
@@ -71,7 +72,9 @@ def _path_dataset(
     def batch(idx):
         if labels is None:
             return (idx, load(idx)) if with_index else (load(idx),)
-        return load(idx), tf.gather(labels, idx)
+        if weights is None:
+            return load(idx), tf.gather(labels, idx)
+        return load(idx), tf.gather(labels, idx), tf.gather(weights, idx)
 
     return order.batch(batch_size).map(
         batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -153,18 +156,26 @@ def _read_cached(target: str, shape: tuple) -> np.ndarray | None:
         return None
 
 
-def _memmap_dataset(tf, pixels, y, order, batch_size):
+def _memmap_dataset(tf, pixels, y, order, batch_size, weights=None):
     """Batches gathered from a memory-mapped array: only the batch is read."""
 
     def gather(idx):
         idx = np.sort(idx)  # sequential reads; labels follow the same order
-        return pixels[idx].astype(np.float32), y[idx]
+        if weights is None:
+            return pixels[idx].astype(np.float32), y[idx]
+        return pixels[idx].astype(np.float32), y[idx], weights[idx]
+
+    types = (tf.float32, tf.as_dtype(y.dtype))
+    if weights is not None:
+        types = (*types, tf.float32)
 
     def load(idx):
-        images, labels = tf.numpy_function(gather, [idx], (tf.float32, tf.as_dtype(y.dtype)))
-        images.set_shape((None, *pixels.shape[1:]))
-        labels.set_shape((None,))
-        return images, labels
+        batch = tf.numpy_function(gather, [idx], types)
+        batch[0].set_shape((None, *pixels.shape[1:]))
+        batch[1].set_shape((None, *y.shape[1:]))
+        if weights is not None:
+            batch[2].set_shape((None,))
+        return tuple(batch)
 
     return order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -179,11 +190,14 @@ def make_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     cache=None,
+    sample_weight: np.ndarray | None = None,
 ) -> dict:
     """Return keyword arguments for ``model.fit`` / ``model.predict``.
 
     Either ``{"x": array, "y": y, "batch_size": ..., "shuffle": ...}`` (fast
-    path for arrays that need no conversion) or ``{"x": tf.data.Dataset}``.
+    path for arrays that need no conversion; with ``"sample_weight"`` when
+    given) or ``{"x": tf.data.Dataset}`` (whose batches then carry the
+    weights: ``(images, labels, weights)``).
     ``cache`` (None, ``"memory"`` or a folder) applies to file paths with
     labels (training and validation data); prediction always streams.
     """
@@ -191,6 +205,8 @@ def make_dataset(
         kwargs = {"x": images.array, "batch_size": batch_size}
         if y is not None:
             kwargs.update(y=y, shuffle=shuffle)
+            if sample_weight is not None:
+                kwargs["sample_weight"] = sample_weight
         return kwargs
 
     tf = get_tf()
@@ -201,17 +217,21 @@ def make_dataset(
         if cache is not None and y is not None:
             pixels = _cached_pixels(tf, cache, images.paths, infos, size, channels, batch_size)
             if cache == "memory":
-                return {"x": pixels, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+                kwargs = {"x": pixels, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+                if sample_weight is not None:
+                    kwargs["sample_weight"] = sample_weight
+                return kwargs
             order = tf.data.Dataset.range(n)
             if shuffle:
                 order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            ds = _memmap_dataset(tf, pixels, y, order, batch_size)
+            ds = _memmap_dataset(tf, pixels, y, order, batch_size, sample_weight)
             return {"x": ds.prefetch(tf.data.AUTOTUNE), "shuffle": False}
 
     order = tf.data.Dataset.range(n)
     if shuffle:
         order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     labels = None if y is None else tf.constant(y)
+    weights = None if y is None or sample_weight is None else tf.constant(sample_weight, tf.float32)
 
     if images.array is not None:
         data = tf.constant(images.array)
@@ -220,12 +240,19 @@ def make_dataset(
             batch = tf.cast(tf.gather(data, idx), tf.float32)
             return decode.convert(tf, batch, size, channels)
 
+        def batch(idx):
+            if labels is None:
+                return (load(idx),)
+            if weights is None:
+                return load(idx), tf.gather(labels, idx)
+            return load(idx), tf.gather(labels, idx), tf.gather(weights, idx)
+
         ds = order.batch(batch_size).map(
-            lambda idx: (load(idx),) if labels is None else (load(idx), tf.gather(labels, idx)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+            batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     else:
-        ds = _path_dataset(tf, images.paths, infos, order, size, channels, batch_size, labels)
+        ds = _path_dataset(
+            tf, images.paths, infos, order, size, channels, batch_size, labels, weights=weights
+        )
     # shuffle=False: the dataset is already shuffled; Keras warns otherwise.
     return {"x": ds.prefetch(tf.data.AUTOTUNE), **({} if y is None else {"shuffle": False})}

@@ -60,7 +60,7 @@ def _short(label, width: int = 18) -> str:
 
 
 # ------------------------------------------------------------ learning curves
-def plot_learning_curves(history, *, path=None):
+def plot_learning_curves(history, *, best_epoch=None, path=None):
     """Plot training and validation curves, one panel per metric.
 
     Parameters
@@ -71,6 +71,11 @@ def plot_learning_curves(history, *, path=None):
         (one value per epoch, as recorded by a multi-stage fit such as
         :class:`imgclf.TransferClassifier`'s fine-tuning) draws a line where
         each new stage starts.
+    best_epoch : int, optional
+        The epoch to mark with a star on the validation curves, as an index
+        into the history's lists. By default, for a fitted classifier, its
+        ``best_epoch_`` (the epoch whose weights it kept); a dict alone says
+        nothing about which weights were kept, so no epoch is marked.
     path : str or PathLike, optional
         Also write the figure there (PNG, SVG or PDF by the suffix).
 
@@ -89,6 +94,8 @@ def plot_learning_curves(history, *, path=None):
     """
     if hasattr(history, "history_") or hasattr(history, "fit"):
         check_is_fitted(history, "history_")
+        if best_epoch is None:
+            best_epoch = getattr(history, "best_epoch_", None)
         history = history.history_
     if not isinstance(history, dict) or not history:
         raise InputError(
@@ -104,8 +111,8 @@ def plot_learning_curves(history, *, path=None):
     epochs = np.arange(1, n_epochs + 1)
     boundaries = _stage_starts(history.get("stage"), n_epochs)
     best = None
-    if "val_loss" in history and len(history["val_loss"]) == n_epochs:
-        best = int(np.nanargmin(history["val_loss"])) + 1
+    if best_epoch is not None and 0 <= best_epoch < n_epochs:
+        best = int(best_epoch) + 1
     for ax, metric in zip(axes, metrics, strict=True):
         ax.plot(epochs, history[metric], marker="o", ms=3, label="training")
         val = history.get(f"val_{metric}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +42,8 @@ from ._sourcing import (
     shared_key,
     shared_or_built,
 )
+from ._training import EARLY_STOPPING_MIN_DELTA, improves
+from ._trainingdata import TrainingData
 from ._validation import Images, image_size_tuple
 from .backbones import Backbone, input_shape, shared_backbones, unfreeze_top
 from .exceptions import InputError
@@ -69,7 +70,9 @@ class TransferClassifier(BaseImageClassifier):
        so small batches of new images do not wreck their statistics (with
        ``weights=None`` there are none to protect, and BatchNorm trains
        normally). With a hold-out, the fine-tuned weights are kept only if
-       they beat the frozen stage's best validation loss.
+       their kept epoch's validation loss is lower than the frozen stage's
+       kept epoch's by more than 0.001 (early stopping's rule; see
+       ``best_epoch_``).
 
     Parameters
     ----------
@@ -274,6 +277,19 @@ class TransferClassifier(BaseImageClassifier):
         The batch size used in the last fit.
     epochs_ : int
         The maximum epochs of the last fit's frozen stage (``epochs``).
+    best_epoch_ : int
+        The epoch whose weights the network holds, as an index into
+        ``history_``'s lists (``history_["val_loss"][best_epoch_]`` is its
+        hold-out loss; the plot and ``imgclf train`` show it as epoch
+        ``best_epoch_ + 1``). With early stopping, the last epoch that lowered
+        the watched loss (the hold-out's, or the training loss without a
+        hold-out) by more than 0.001 among the epochs early stopping watches
+        (from the first one under ``"one_cycle"`` and ``"cosine"`` where the
+        rate is at most half its peak); with ``early_stopping=False``, the
+        last epoch.
+        The fine-tune stage's kept epoch counts only if its hold-out loss is
+        lower than the frozen stage's by more than 0.001; otherwise
+        ``best_epoch_`` is the frozen stage's and the network holds its weights.
     interrupted_ : bool
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
@@ -314,6 +330,8 @@ class TransferClassifier(BaseImageClassifier):
     """
 
     _stage_in_history = True
+    # The user's network, loaded once per fit (by _source); never kept after it.
+    _per_fit_state = ("_source_model",)
 
     def __init__(
         self,
@@ -437,27 +455,6 @@ class TransferClassifier(BaseImageClassifier):
         return []
 
     # ----------------------------------------------------------- input spec
-    def fit(self, X, y):
-        """Train the head on the frozen backbone, then optionally fine-tune.
-
-        Parameters
-        ----------
-        X : array-like or sequence of paths
-            Images ``(n, h, w)`` or ``(n, h, w, c)``, flattened square images
-            ``(n, d)``, or a 1-D list / array / Series of image file paths.
-        y : array-like of shape (n,)
-            Class labels.
-
-        Returns
-        -------
-        self
-        """
-        try:
-            return super().fit(X, y)
-        finally:
-            # The user's network, loaded once per fit; never kept after it.
-            self.__dict__.pop("_source_model", None)
-
     def _source(self):
         """The user's network as given (a model, or loaded from its file)."""
         if "_source_model" not in self.__dict__:
@@ -552,64 +549,65 @@ class TransferClassifier(BaseImageClassifier):
         )
 
     # -------------------------------------------------------------- training
-    def _training_data(self, images: Images, y_enc, train, val, seed) -> _Samples:
-        """The training samples, with no input pipeline built yet: the fast
-        frozen stage needs only their features (perhaps all from ``memory``);
-        a stage that reads the images builds it (:meth:`_image_data`)."""
-        return _Samples(images, y_enc, train, val, seed)
-
-    def _image_data(self, samples: _Samples) -> dict:
-        """Keyword arguments of ``model.fit`` for ``samples``' images."""
-        return super()._training_data(*samples)
-
-    def _train(self, model, samples: _Samples) -> dict:
-        """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune stage."""
+    def _train(self, model, data: TrainingData, run) -> tuple[dict, int]:
+        """The frozen stage, then (``fine_tune_epochs > 0``) the fine-tune
+        stage, whose weights are kept only if its kept epoch
+        (:func:`imgclf._training.best_epoch`) improves on the frozen stage's
+        hold-out loss by early stopping's rule (:func:`imgclf._training.improves`)."""
         if self.fine_tune_epochs and shared_backbones.holds(model.get_layer("backbone")):
             # A warm start on a network whose backbone other fits share (it was
             # fitted without fine-tuning): fine-tune a private copy instead.
             model = self.model_ = model_from_bytes(model_to_bytes(model))
-            self.__dict__["_fit_run"].network = model
+            run.network = model
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
-        data = None
         if not self.augment:
             history = self._run_stage(
                 self._head_model(model),
-                self._feature_data(model, samples),
+                self._feature_data(model, data),
+                run,
                 epochs=self.epochs_,
                 learning_rate=self.learning_rate,
             )
         else:
-            data = self._image_data(samples)
             history = self._run_stage(
-                model, data, epochs=self.epochs_, learning_rate=self.learning_rate
+                model, data, run, epochs=self.epochs_, learning_rate=self.learning_rate
             )
         history["stage"] = [1.0] * len(history["loss"])
+        kept = self._kept_epoch(history, self.epochs_)
         if not self.fine_tune_epochs:
-            return history
+            return history, kept
 
         frozen_weights = model.get_weights()
         unfreeze_top(backbone, self.fine_tune_layers, pretrained=self.weights is not None)
         tuned = self._run_stage(
             model,
-            data or self._image_data(samples),
+            data,
+            run,
             epochs=self.fine_tune_epochs,
             learning_rate=self._stage_plan()[1][1],
         )
+        tuned_kept = self._kept_epoch(tuned, self.fine_tune_epochs)
         if (
             self.early_stopping
             and "val_loss" in tuned
-            and min(tuned["val_loss"]) >= min(history["val_loss"])
+            and not improves(
+                tuned["val_loss"][tuned_kept],
+                history["val_loss"][kept],
+                EARLY_STOPPING_MIN_DELTA,
+            )
         ):
-            # Fine-tuning never beat the frozen stage on the hold-out: keep that.
+            # Fine-tuning never beat the frozen stage's kept epoch on the
+            # hold-out, by early stopping's rule: keep that.
             model.set_weights(frozen_weights)
         else:
             self.__dict__.pop("_memory_key", None)  # the backbone the features came from is gone
+            kept = len(history["loss"]) + tuned_kept
         for key, values in tuned.items():
             history.setdefault(key, []).extend(values)
         history["stage"].extend([2.0] * len(tuned["loss"]))
-        return history
+        return history, kept
 
     def _stage_plan(self) -> list[tuple[int, float]]:
         """The frozen stage, then the fine-tune stage (if any)."""
@@ -619,13 +617,13 @@ class TransferClassifier(BaseImageClassifier):
             plan.append((self.fine_tune_epochs, rate))
         return plan
 
-    def _sweep_stage(self, model, samples: _Samples):
+    def _sweep_stage(self, model, data: TrainingData):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's
         features (the whole network with augmentation)."""
         model.get_layer("backbone").trainable = False
         if not self.augment:
-            return self._head_model(model), self._feature_data(model, samples)
-        return model, self._image_data(samples)
+            return self._head_model(model), self._feature_data(model, data)
+        return model, data
 
     def _head_model(self, model):
         """``model``'s own head layers (shared, not copied) on a feature input:
@@ -637,19 +635,19 @@ class TransferClassifier(BaseImageClassifier):
             inputs = keras.Input(shape=features.shape[1:], name="pooled_features")
             return keras.Model(inputs, apply(head_of(model), inputs), name="head")
 
-    def _feature_data(self, model, samples: _Samples) -> dict:
-        """Keyword arguments of ``model.fit`` for the head: the frozen backbone's
-        pooled features of the training and validation images, in the samples'
-        order. Without augmentation they never change, so they are computed
-        once per fit, or read from ``memory`` when an earlier fit stored them,
-        and each epoch of the frozen stage is a pass over small vectors."""
+    def _feature_data(self, model, data: TrainingData) -> TrainingData:
+        """``data`` for the head: the frozen backbone's pooled features of the
+        training and validation images stand in for them (the targets and
+        weights stay). Without augmentation they never change, so they are
+        computed once per fit, or read from ``memory`` when an earlier fit
+        stored them, and each epoch of the frozen stage is a pass over small
+        vectors."""
         extractor = _extractor(model)
-        images, y_enc, train, val, _ = samples
+        images, y_enc, train, val = data.images, data.y, data.train, data.val
         store = self._feature_store(extractor, images)
         if store is not None:
             # predict may read these features while the backbone stays as it is.
             self.__dict__["_memory_key"] = store.network
-        y = y_enc[train]
 
         def features(part: np.ndarray) -> np.ndarray:
             def compute(subset: Images, rows: np.ndarray) -> np.ndarray:
@@ -657,18 +655,10 @@ class TransferClassifier(BaseImageClassifier):
 
             return self._features_of(images.subset(part), store, compute)
 
-        x = features(train)
-        validation = None if val is None else (features(val), y_enc[val])
+        mapped = data.with_features(features(train), None if val is None else features(val))
         if store is not None:
             store.report()  # one warning a fit for the entries replaced
-        return {
-            "x": x,
-            "y": y,
-            "batch_size": self.batch_size_,
-            "shuffle": True,
-            "validation_data": validation,
-            "class_weight": self._class_weight(y),
-        }
+        return mapped
 
     def _features_of(self, images: Images, store, compute) -> np.ndarray:
         """Features of ``images``, from ``store`` where it has them (see
@@ -774,16 +764,6 @@ class TransferClassifier(BaseImageClassifier):
             type(self).__name__,
             transform=True,
         )
-
-
-class _Samples(NamedTuple):
-    """The images and encoded labels of a fit, with its split and seed."""
-
-    images: Images
-    y_enc: np.ndarray
-    train: np.ndarray
-    val: np.ndarray | None
-    seed: int
 
 
 # ------------------------------------------------------------------ helpers

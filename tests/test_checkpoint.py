@@ -145,14 +145,15 @@ class _Probe(Exception):
 
 
 def _probe(clf, seen: dict):
-    """A callback that records, when training begins (the checkpoint is then
-    read and checked, or set aside), how many epochs the fit resumes from,
-    and stops the fit there: a fit's whole path up to training, cheaply."""
+    """A callback that records, when the first epoch begins (the checkpoint
+    is then read and checked, or set aside), how many epochs the fit resumes
+    from (the first epoch's number: one stage), and stops the fit there: a
+    fit's whole path up to training, cheaply."""
     keras = get_keras()
 
     class Probe(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            seen["epochs"] = clf.__dict__["_fit_run"].epochs
+        def on_epoch_begin(self, epoch, logs=None):
+            seen["epochs"] = epoch
             raise _Probe
 
     return Probe()

@@ -261,18 +261,18 @@ def test_the_sweep_stops_when_the_smoothed_loss_blows_up():
         class optimizer:  # noqa: N801
             learning_rate = 0.0
 
-        def train_on_batch(self, x, y, class_weight=None, return_dict=True):
+        def train_on_batch(self, x, y, sample_weight=None, return_dict=True):
             rate = self.optimizer.learning_rate
             loss = 2.0 - 0.2 * math.log10(rate / 1e-7) if rate < 1e-2 else 1e3 * rate
             return {"loss": loss}
 
     rates = lrfind.sweep_rates(1e-7, 10, 100)
-    source = iter(lambda: (None, None), 0)
+    source = iter(lambda: (None, None, None), 0)
     found = lrfind.run(Fake(), source, rates, stop_factor=4.0)
     assert found.stopped_early and len(found.learning_rates) < 100
     assert found.learning_rates[-1] > 1e-2
     assert 1e-6 < found.suggestion < 1e-2
-    whole = lrfind.run(Fake(), iter(lambda: (None, None), 0), rates, stop_factor=None)
+    whole = lrfind.run(Fake(), iter(lambda: (None, None, None), 0), rates, stop_factor=None)
     assert not whole.stopped_early and len(whole.losses) == 100
 
 

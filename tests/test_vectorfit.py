@@ -125,13 +125,37 @@ def test_verbose_shows_progress(capsys):
 
 
 def test_takes_only_vectors_in_memory():
+    from imgclf._trainingdata import TrainingData
+    from imgclf._validation import Images
+
     model = _model()
     x, y = _blobs(20, 0)
-    assert takes_vectors(model, {"x": x, "y": y, "validation_data": None})
-    assert takes_vectors(model, {"x": x, "y": y, "validation_data": (x, y)})
-    assert not takes_vectors(model, {"x": x[:, :, None], "y": y})  # images, not vectors
-    assert not takes_vectors(model, {"x": list(x), "y": y})
-    assert not takes_vectors(model, {"x": x, "y": y, "sample_weight": np.ones(20)})
+    images = Images(array=np.zeros((20, 4, 4, 1), np.uint8))
+    data = TrainingData(images, y, np.arange(20), None, 0, 8, dataset=None)
+    assert not takes_vectors(model, data)  # images, not vectors
+    assert takes_vectors(model, data.with_features(x, None))
+    weighted = TrainingData(
+        images, y, np.arange(15), np.arange(15, 20), 0, 8, None, sample_weight=np.arange(20.0)
+    )
+    mapped = weighted.with_features(x[:15], x[15:])
+    assert takes_vectors(model, mapped)
+    kwargs = mapped.fit_kwargs()
+    # The weights travel with the vectors, each part's scaled to average 1.
+    np.testing.assert_allclose(kwargs["sample_weight"], np.arange(15) / 7)
+    np.testing.assert_allclose(kwargs["validation_data"][2], np.arange(15, 20) / 17)
+
+
+def test_sample_weight_multiplies_class_weight():
+    # Weight 0 for a sample is the same as leaving it out; class_weight multiplies.
+    x, y = _blobs(40, 0)
+    keep = np.arange(40) % 3 != 0
+    options = dict(batch_size=64, epochs=3, shuffle=False)
+    a = _model(dropout=0.0)
+    fit_vectors(a, x=x, y=y, sample_weight=keep.astype(float), class_weight={0: 2.0}, **options)
+    b = _model(dropout=0.0)
+    fit_vectors(b, x=x[keep], y=y[keep], class_weight={0: 2.0}, **options)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
 
 
 def test_transfer_frozen_stage_uses_it(monkeypatch):
