@@ -340,6 +340,13 @@ def main():
         "--set", nargs="*", metavar="NAME=VALUE", help="other TransferClassifier parameters"
     )
     parser.add_argument("--sides", nargs="+", help="default: recipe transfer scratch")
+    parser.add_argument(
+        "--candidate",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="with --backbone: settings of the side candidate@<size> (the transfer side "
+        "with these on top of --set), to interleave a candidate with the defaults",
+    )
     parser.add_argument("--backbone", help="a named backbone: the 10-class experiment above")
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[None])
     parser.add_argument("--test-images", type=int, default=2000)
@@ -533,8 +540,9 @@ def imagenet_backbone(args) -> None:
         if side.startswith("recipe"):
             size = size or get_backbone(args.backbone).default_size
             return NamedRecipe(args.backbone, size, args.epochs, args.fine_tune_epochs, seed)
+        params = {**extra, **parse_sets(args.candidate)} if side.startswith("cand") else extra
         return TransferClassifier(
-            backbone=args.backbone, image_size=size, random_state=seed, **extra
+            backbone=args.backbone, image_size=size, random_state=seed, **params
         )
 
     chance = 1 / len(classes)
