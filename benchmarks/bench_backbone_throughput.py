@@ -81,6 +81,16 @@ def main():
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--matmul", type=int, default=2048)
+    parser.add_argument(
+        "--jit", action="store_true", help="also time the backbone compiled with XLA"
+    )
+    parser.add_argument(
+        "--per-layer",
+        type=int,
+        metavar="BATCH",
+        help="also time each layer alone on a batch of this size and sum the time per kind "
+        "of layer (an upper bound: no fusion between layers)",
+    )
     args = parser.parse_args()
     tf, keras = get_tf(), get_keras()
     print(
@@ -100,7 +110,7 @@ def main():
     print(
         f"matmul {n}x{n} @ {n}x{n} float32: {wall * 1000:.0f} ms wall / {cpu * 1000:.0f} ms "
         f"CPU (median of 7): {limit / 1e9:.1f} G multiply-adds/s (wall), "
-        f"{n**3 / cpu / 1e9:.1f} per CPU-second",
+        f"{n**3 / max(cpu, 1e-9) / 1e9:.1f} per CPU-second",
         flush=True,
     )
 
@@ -116,8 +126,12 @@ def main():
     )
     images = np.random.default_rng(0).uniform(-1, 1, (args.images, args.size, args.size, 3))
     images = images.astype(np.float32)
-    for batch in args.batches:
-        step = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    variants = [(batch, False) for batch in args.batches]
+    variants += [(batch, True) for batch in args.batches if args.jit]
+    for batch, jit in variants:
+        step = tf.function(
+            lambda x: extractor(x, training=False), reduce_retracing=True, jit_compile=jit
+        )
         step(images[:batch])
 
         def run(step=step, batch=batch):
@@ -128,13 +142,38 @@ def main():
         wall, cpu = timed(run, args.repeats)
         rate = count / wall
         print(
-            f"  batch {batch:3d}: {count} images in {wall:.2f} s wall / {cpu:.2f} s CPU: "
+            f"  batch {batch:3d}{' XLA' if jit else ''}: {count} images in {wall:.2f} s wall / {cpu:.2f} s CPU: "
             f"{rate:.1f} images/s, {rate * total / 1e9:.1f} G multiply-adds/s = "
             f"{100 * rate * total / limit:.0f} % of the matmul rate "
-            f"({count / cpu:.1f} images per CPU-second)",
+            f"({count / max(cpu, 1e-9):.1f} images per CPU-second)",
             flush=True,
         )
+    if args.per_layer:
+        per_layer(base, args.per_layer, args.repeats)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+
+
+def per_layer(model, batch: int, repeats: int) -> None:
+    """CPU seconds of each kind of layer, each layer run alone on random input."""
+    tf = get_tf()
+    totals: dict[str, float] = {}
+    for layer in layers_of(model):
+        inputs = layer.input
+        shapes = [t.shape for t in (inputs if isinstance(inputs, list) else [inputs])]
+        if not shapes or any(None in tuple(s)[1:] for s in shapes):
+            continue
+        xs = [tf.random.normal((batch, *tuple(s)[1:])) for s in shapes]
+        if type(layer).__name__ == "InputLayer":
+            continue
+        call = tf.function(lambda *x, layer=layer: layer(x if len(x) > 1 else x[0]))
+        call(*xs)
+        _, cpu = timed(lambda call=call, xs=xs: call(*xs).numpy(), repeats)
+        kind = type(layer).__name__
+        totals[kind] = totals.get(kind, 0.0) + cpu
+    total = sum(totals.values())
+    print(f"  each layer alone on a batch of {batch} (CPU s, median of {repeats}):")
+    for kind, cpu in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"    {kind:24s} {cpu:7.3f} s  {100 * cpu / total:4.0f} %")
 
 
 if __name__ == "__main__":
