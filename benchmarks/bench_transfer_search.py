@@ -74,7 +74,7 @@ def search(paths, y, memory, args):
         backbone=args.backbone,
         # A named backbone starts random (no ImageNet weights here); a saved
         # network keeps its weights and takes its own input size.
-        weights="imagenet" if own else None,
+        weights="imagenet" if own or args.imagenet else None,
         image_size=None if own else args.size,
         fine_tune_epochs=0,  # a search over the head (fine-tune the best one after)
         random_state=0,
@@ -122,6 +122,12 @@ def main():
         default="mobilenet_v3_small",
         help="a named backbone (weights=None) or a saved .keras network (its weights)",
     )
+    parser.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="a named backbone with its ImageNet weights (efficientnet_lite0 has them "
+        "offline) instead of weights=None",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--folder", default=None, help="where the PNG files go (default: temp)")
@@ -137,7 +143,7 @@ def main():
     own = args.backbone.endswith(".keras")
     TransferClassifier(
         backbone=args.backbone,
-        weights="imagenet" if own else None,
+        weights="imagenet" if own or args.imagenet else None,
         image_size=None if own else args.size,
         epochs=1,
         fine_tune_epochs=0,
@@ -169,7 +175,7 @@ def main():
 
     plain = results["without"]
     print(
-        f"\n{args.backbone} ({'its own weights' if own else 'weights=None'}), {len(paths)} PNG files at {args.size}x{args.size}, "
+        f"\n{args.backbone} ({'its own weights' if own else 'ImageNet weights' if args.imagenet else 'weights=None'}), {len(paths)} PNG files at {args.size}x{args.size}, "
         f"GridSearchCV 4 candidates x cv=3 + refit, n_jobs={args.n_jobs}, "
         f"median of {args.repeats}:"
     )
