@@ -21,9 +21,9 @@ def _softmax(z):
 
 
 def _head_proba(clf, features):
-    """The classifier layer applied by hand to ``features``."""
+    """The classifier layer and the fitted temperature applied by hand to ``features``."""
     kernel, bias = clf.model_.get_layer("classifier").get_weights()
-    return _softmax(features.astype(np.float64) @ kernel + bias)
+    return _softmax((features.astype(np.float64) @ kernel + bias) / clf.temperature_)
 
 
 def _layer_output(clf, layer, X):
