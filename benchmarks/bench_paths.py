@@ -146,7 +146,8 @@ def _rss_child(folder: str, n: int) -> None:
     """Runs in a fresh process: fit one epoch on ``n`` files, print peak RSS."""
     import resource
 
-    from imgclf import load_folder, scan
+    from imgclf import _scan as scan
+    from imgclf import load_folder
 
     X, y = load_folder(folder)
     # A class-balanced subset: every n-th file of the sorted list.
@@ -183,7 +184,9 @@ def bench_memory(folder: str, sizes: tuple[int, int], repeats: int) -> dict:
 
 
 def _iterate_imgclf(folder: str) -> tuple[int, float]:
-    from imgclf import load_folder, pipeline, scan
+    from imgclf import _pipeline as pipeline
+    from imgclf import _scan as scan
+    from imgclf import load_folder
     from imgclf._validation import Images
 
     scan.clear_scan_cache()  # every run pays for the scan, like a new process

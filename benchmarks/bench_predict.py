@@ -18,7 +18,7 @@ whole process, from ``os.times()``, so TensorFlow's threads count) per call,
 and imgclf's ratio to Keras. Bar (issue 12): 1 image <= 0.3 of Keras, 10,000
 images <= 1.0.
 
-Up to ``imgclf.inference.DIRECT_CALL_MAX_IMAGES`` (512) array images take the
+Up to ``imgclf._inference.DIRECT_CALL_MAX_IMAGES`` (512) array images take the
 traced call; more go through ``model.predict`` with imgclf's input pipeline.
 
 Measured here on 2026-12-01 while five jobs shared the two cores (load
@@ -114,7 +114,7 @@ def fastest_batch(network, x, runs: int) -> int:
 def versus_keras(label: str, clf, X, runs: int) -> None:
     """imgclf's predict_proba and transform against model.predict at its fastest
     batch size, on the network and its feature extractor."""
-    from imgclf.inference import feature_model, inference_batch_size
+    from imgclf._inference import feature_model, inference_batch_size
 
     x = clf.network_input(X)
     extractor = feature_model(clf.model_, clf._features_layer)
@@ -147,7 +147,7 @@ def paths_old_and_new(clf, X, runs: int) -> None:
 
     from PIL import Image
 
-    from imgclf.inference import inference_batch_size
+    from imgclf._inference import inference_batch_size
 
     with tempfile.TemporaryDirectory() as folder:
         paths = []

@@ -1,7 +1,7 @@
 """Cost of the file scan (what ``load_folder`` and ``fit`` pay before training).
 
 Writes 2,000 64x64 images from scikit-learn's digits (upscaled, RGB) as JPEG,
-PNG and BMP into three folders, then times ``imgclf.scan.scan_files`` over
+PNG and BMP into three folders, then times ``imgclf._scan.scan_files`` over
 each with a cold scan cache: wall time and CPU time (``os.times``), medians
 of ``--repeats`` runs. To compare two versions of imgclf, run it once with
 each on the ``PYTHONPATH``:
@@ -58,7 +58,7 @@ def main() -> None:
 
     import imgclf
 
-    # imgclf before issue 9 kept the scan in imgclf.decode.
+    # imgclf before issue 9 kept the scan in imgclf._decode.
     here = os.path.dirname(imgclf.__file__)
     name = "scan" if os.path.exists(os.path.join(here, "scan.py")) else "decode"
     scan = importlib.import_module(f"imgclf.{name}")

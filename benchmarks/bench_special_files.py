@@ -3,7 +3,7 @@
     python benchmarks/bench_special_files.py [--files 2000] [--runs 5]
 
 TensorFlow opens image files by name, so each streamed batch stats its files
-first (``imgclf.decode.check_regular``), which keeps a file swapped for a FIFO
+first (``imgclf._decode.check_regular``), which keeps a file swapped for a FIFO
 after the scan from blocking the fit. This streams ``--files`` random 16x16
 RGB PNGs (small files: the check's share is largest) three times per run,
 with the check and with it replaced by a no-op (the ``tf.numpy_function``
@@ -21,7 +21,9 @@ import time
 import numpy as np
 from PIL import Image
 
-from imgclf import decode, pipeline, scan
+from imgclf import _decode as decode
+from imgclf import _pipeline as pipeline
+from imgclf import _scan as scan
 from imgclf._validation import Images
 
 

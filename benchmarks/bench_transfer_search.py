@@ -50,7 +50,8 @@ import time
 import numpy as np
 from _datasets import load_fashion_mnist
 
-from imgclf import TransferClassifier, featcache
+from imgclf import TransferClassifier
+from imgclf import _featcache as featcache
 
 
 def write_pngs(folder: str, images: np.ndarray, size: int) -> list[str]:

@@ -7,7 +7,7 @@ to build its network (:meth:`BaseImageClassifier._build_network`) and, if it
 trains in several stages, which ones (:meth:`BaseImageClassifier._train`);
 every stage of every estimator runs through
 :meth:`BaseImageClassifier._run_stage`. Prediction comes from
-:class:`imgclf.inference.PredictMixin`, the learning-rate sweep from
+:class:`imgclf._inference.PredictMixin`, the learning-rate sweep from
 :func:`imgclf.lrfind.find`.
 """
 
@@ -26,11 +26,26 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import TransformerTags
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import multilabel, pipeline
+import imgclf._multilabel as multilabel
+import imgclf._pipeline as pipeline
+
 from ._backend import get_keras, released_gradient_functions, resolve_seed, seeded
 from ._calibration import fit_temperature, set_temperature, temperature_layer
+from ._card import CardMixin, fit_facts, fit_outcome
 from ._checkpoint import data_fingerprint, params_fingerprint
+from ._devices import (
+    PRECISIONS,
+    global_batch,
+    is_strategy,
+    network_scope,
+    optimizer,
+    resolve_precision,
+    resolve_strategy,
+    uneven_first_batch_explained,
+    warn_slow_float16,
+)
 from ._fitrun import FitRun, collapse_message, restore, snapshot
+from ._inference import PredictMixin, feature_model, tta_views
 from ._netparts import CLASSIFIER_LAYER
 from ._params import (
     BOOLEAN,
@@ -47,6 +62,8 @@ from ._params import (
     is_int,
     param,
 )
+from ._persist import PersistMixin
+from ._scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 from ._training import (
     EARLY_STOPPING_MIN_DELTA,
     LR_SCHEDULES,
@@ -73,22 +90,7 @@ from ._validation import (
 )
 from ._vectorfit import fit_vectors, takes_vectors
 from .augment import PRESETS, augment_problem, augmentation_layers
-from .card import CardMixin, fit_facts, fit_outcome
-from .devices import (
-    PRECISIONS,
-    global_batch,
-    is_strategy,
-    network_scope,
-    optimizer,
-    resolve_precision,
-    resolve_strategy,
-    uneven_first_batch_explained,
-    warn_slow_float16,
-)
 from .exceptions import InputError, TrainingError
-from .inference import PredictMixin, feature_model, tta_views
-from .persist import PersistMixin
-from .scan import ON_BAD_FILE, ON_BAD_FILE_MEANING, naming_bad_files
 
 
 def _is_callback_list(value) -> bool:
@@ -499,7 +501,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
 
     def _encode_labels(self, y, warm: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, y as indices into classes)``; needs two classes or more.
-        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf.multilabel`)."""
+        Multi-label targets give ``(labels, 0/1 matrix)`` (:mod:`imgclf._multilabel`)."""
         if multilabel.is_multilabel(y):
             classes, y_enc = multilabel.encode(self, y, warm)
             self.multilabel_ = True
@@ -667,7 +669,7 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
 
     def _naming_bad_files(self, images: Images, what: str):
         """A file that fails to decode while streaming raises ``ImageFileError``
-        naming it, not TensorFlow's error (see :func:`imgclf.scan.naming_bad_files`)."""
+        naming it, not TensorFlow's error (see :func:`imgclf._scan.naming_bad_files`)."""
         return naming_bad_files(
             images.paths,
             images.infos,

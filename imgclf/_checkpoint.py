@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from ._files import NotRegularFileError, identity_bytes, open_regular, stat_stamp
-from .persist import atomic_write
+from ._persist import atomic_write
 
 FORMAT = "imgclf-checkpoint-1"
 #: Parameters that do not change what is learnt, so a fit may resume with

@@ -1,7 +1,7 @@
 """The digests imgclf keys its caches by: of bytes, and of a network's weights.
 
 Short BLAKE2b digests (16 bytes): they tell apart cache entries and the
-states of a network, not adversaries (see :mod:`imgclf.featcache`).
+states of a network, not adversaries (see :mod:`imgclf._featcache`).
 """
 
 from __future__ import annotations

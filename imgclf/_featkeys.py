@@ -6,7 +6,7 @@ An image's key (:func:`image_keys`) and a feature extractor's
 ``transform`` (:func:`open_store`, warning when ``memory`` cannot be used),
 and the features of a set of images read from it where it holds them
 (:func:`features_of`). The store itself, its file format and its checks are
-:mod:`imgclf.featcache`'s; this module needs Keras, that one does not.
+:mod:`imgclf._featcache`'s; this module needs Keras, that one does not.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import warnings
 
 import numpy as np
 
-from . import __version__, featcache
+import imgclf._featcache as featcache
+
+from . import __version__
 from ._backend import get_keras, get_tf
 from ._digests import short_digest
 from ._netparts import BACKBONE_LAYER
@@ -85,7 +87,7 @@ def extractor_key(extractor, identity: dict) -> bytes:
 
 def open_store(memory, key, owner: str, *, length=None, transform: bool = False):
     """The ``memory`` store for the extractor whose key ``key()`` computes, or
-    None: no ``memory``, or (with a :class:`~imgclf.featcache.FeatureCacheWarning`)
+    None: no ``memory``, or (with a :class:`~imgclf.exceptions.FeatureCacheWarning`)
     a backbone that cannot be described or a folder that cannot be made.
     ``transform``: the store is for ``transform``, not a fit."""
     root = featcache.location(memory)

@@ -1,5 +1,5 @@
 """Loading a file written by ``clf.save``: :func:`load` (re-exported by
-:mod:`imgclf.persist`, where the format is described).
+:mod:`imgclf._persist`, where the format is described).
 
 The file is untrusted. It is read within bounds (:mod:`imgclf._modelfile`),
 its manifest is checked against a schema and against the network

@@ -1,5 +1,5 @@
 """The schema of a saved model's ``imgclf.json``, checked by
-:func:`imgclf.persist.load` before an estimator is rebuilt from it.
+:func:`imgclf._persist.load` before an estimator is rebuilt from it.
 
 What is checked, and what is done with the unexpected:
 
@@ -39,8 +39,8 @@ import numpy as np
 
 from ._backend import get_keras, get_tf
 from ._calibration import get_temperature, temperature_layer
+from ._inference import flips_in, max_views
 from .backbones import BACKBONES
-from .inference import flips_in, max_views
 
 #: Version of the archive layout; files of a later version are refused.
 FORMAT_VERSION = 1

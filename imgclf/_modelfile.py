@@ -1,4 +1,4 @@
-"""Reading a saved model's file within bounds, for :func:`imgclf.persist.load`.
+"""Reading a saved model's file within bounds, for :func:`imgclf._persist.load`.
 
 A model file is untrusted input. Before anything is allocated for it:
 

@@ -33,7 +33,7 @@ def run_info(args) -> int:
 
 
 def run_serve(args) -> int:
-    from .serving import serve
+    from ._serving import serve
 
     mib = 2**20
     return serve(

@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import random
 
-from . import featcache
+import imgclf._featcache as featcache
+
 from ._backend import get_keras, get_tf
 from ._calibration import custom_objects
 from ._digests import short_digest
 from ._files import file_identity, special_problem
 from ._netparts import BACKBONE_LAYER
+from ._persist import model_from_bytes, model_to_bytes
 from .backbones import (
     BACKBONES,
     Backbone,
@@ -33,7 +35,6 @@ from .backbones import (
     unknown_backbone_message,
 )
 from .exceptions import InputError
-from .persist import model_from_bytes, model_to_bytes
 
 
 def looks_like_path(value: str) -> bool:

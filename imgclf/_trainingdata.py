@@ -40,7 +40,7 @@ class TrainingData:
     dataset : callable
         ``dataset(images, y, sample_weight, *, shuffle, seed)``: keyword
         arguments of ``model.fit`` for images (the estimator's input pipeline,
-        :func:`imgclf.pipeline.make_dataset`).
+        :func:`imgclf._pipeline.make_dataset`).
     sample_weight : ndarray of shape (n,) or None
         Every sample's weight (None: all 1), as the user gave them.
     class_weight : dict or None

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ._backend import get_tf
-from .decode import finish, pixels_from_memory
-from .scan import is_image_name, max_pixels
+from ._decode import finish, pixels_from_memory
+from ._scan import is_image_name, max_pixels
 
 #: Bytes in one uploaded file (an image, or a zip of images), by default.
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -102,7 +102,7 @@ def zip_images(name: str, data: bytes, *, max_bytes: int, max_images: int) -> li
 
 def decode(upload: Upload, estimator) -> np.ndarray:
     """``upload`` as the network takes it, float32 ``(h, w, c)``: decoded as
-    :func:`imgclf.decode.pillow_pixels` decodes a file, alpha flattened,
+    :func:`imgclf._decode.pillow_pixels` decodes a file, alpha flattened,
     channels converted and resized as the pipeline does (:func:`finish`), and
     its 0-255 pixels mapped onto ``input_range_`` (as ``export`` does)."""
     from PIL import Image, UnidentifiedImageError

@@ -26,7 +26,7 @@ from .exceptions import InputError, InputTypeError
 @dataclass
 class Images:
     """Validated samples: either an array ``(n, h, w, c)`` or a 1-D array of
-    paths, with their scan results (:class:`imgclf.scan.FileInfo`) once
+    paths, with their scan results (:class:`imgclf._scan.FileInfo`) once
     screened, so no later step scans a file again."""
 
     array: np.ndarray | None = None
@@ -43,11 +43,11 @@ class Images:
         return Images(paths=self.paths[index], infos=infos)
 
     def screened(self, *, on_bad_file: str, source: str, can_skip: bool = True):
-        """These images without bad files (see :func:`imgclf.scan.screen`),
+        """These images without bad files (see :func:`imgclf._scan.screen`),
         and the positions kept; arrays are returned as they are."""
         if self.paths is None:
             return self, np.arange(len(self))
-        from .scan import screen
+        from ._scan import screen
 
         found = screen(self.paths, on_bad_file=on_bad_file, source=source, can_skip=can_skip)
         return Images(paths=found.paths, infos=found.infos), found.keep
@@ -478,7 +478,7 @@ def check_classes_left(estimator, paths, y, keep) -> None:
     """After bad files were left out of ``fit`` (only ``keep`` remain), say
     which files took whole classes with them: an error when fewer than 2
     classes are left, else a warning."""
-    from .scan import describe_bad, scan_files
+    from ._scan import describe_bad, scan_files
 
     name = type(estimator).__name__
     before = np.unique(y)

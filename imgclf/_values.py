@@ -1,6 +1,6 @@
 """Python values <-> JSON and NumPy arrays, with no pickle either way.
 
-What :mod:`imgclf.persist` stores an estimator's parameters and fitted
+What :mod:`imgclf._persist` stores an estimator's parameters and fitted
 attributes as. Plain JSON for None, bool, int, float, str and lists; one-key
 objects tag the rest, so each comes back as the type it was. Anything else
 (a callback, a user's layer class, arbitrary objects) raises

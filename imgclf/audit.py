@@ -149,7 +149,7 @@ class LabelIssues:
         import csv
         import io
 
-        from .persist import atomic_write
+        from ._persist import atomic_write
 
         path = check_output_file(path, "LabelIssues.to_csv: path", example="suspects.csv")
         fields = ["index", *(["path"] if self.path is not None else [])]

@@ -150,7 +150,7 @@ def _column(value):
 def _describe_data(y) -> str:
     import numpy as np
 
-    from .multilabel import is_multilabel
+    from ._multilabel import is_multilabel
 
     if is_multilabel(y):
         tags = [label for labels in y.tolist() for label in labels]
@@ -164,8 +164,8 @@ def _describe_data(y) -> str:
 
 def _image_files(inputs) -> list[str]:
     """Files as given, folders searched recursively for image files, in order."""
+    from ._scan import list_image_files
     from .exceptions import InputError, PathNotFoundError
-    from .scan import list_image_files
 
     files = []
     for item in inputs:
@@ -352,7 +352,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_predict(args) -> int:
 
-    from .scan import screen
+    from ._scan import screen
 
     clf = _load_model(args.model)
     files = screen(_image_files(args.inputs), on_bad_file="skip", source="imgclf predict").paths
@@ -377,7 +377,7 @@ def _cmd_predict(args) -> int:
 def _write_tags(writer, clf, files, proba, args) -> int:
     """``imgclf predict`` for a multi-label model: each image's labels joined
     by ``--tags-sep`` (none: an empty cell)."""
-    from .multilabel import join_tags, predict
+    from ._multilabel import join_tags, predict
 
     header = ["path", "labels"]
     if args.proba:
@@ -468,8 +468,8 @@ def _evaluate_tags(clf, X, y, args) -> int:
     import numpy as np
     from sklearn.metrics import accuracy_score, classification_report
 
+    from ._multilabel import indicator, predict
     from .exceptions import InputError
-    from .multilabel import indicator, predict
 
     if not getattr(clf, "multilabel_", False) or not args.tags_sep:
         raise InputError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ._backend import get_keras
 from ._base import DROPOUT, BaseImageClassifier
 from ._calibration import output_layers
+from ._multilabel import output_activation
 from ._netparts import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER
 from ._params import NONE, Integer, Options, param
-from .multilabel import output_activation
 
 #: ``lr_schedule``'s default.
 DEFAULT_LR_SCHEDULE = "one_cycle"
@@ -202,7 +202,7 @@ class CNNClassifier(BaseImageClassifier):
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
         so far and ``history_`` the epochs that ran (see :meth:`fit`).
-    card_ : imgclf.card.ModelCard
+    card_ : imgclf._card.ModelCard
         The model card, a dict: classes and training and hold-out images per
         class, input size, parameters, the kept epoch's hold-out loss and
         accuracy, the temperature once calibrated, library versions, a

@@ -3,7 +3,7 @@
 every scikit-learn splitter) takes.
 
 Each loader only finds ``(path, label)`` pairs; one core, :func:`_finish`,
-screens the files (:func:`imgclf.scan.screen`: every file kept is one its
+screens the files (:func:`imgclf._scan.screen`: every file kept is one its
 decoder reads; bad ones left out or rejected) and builds the arrays.
 """
 
@@ -18,11 +18,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._files import FileRefusedError, open_binary
+from ._multilabel import parse_tags
 from ._params import did_you_mean
 from ._pathargs import as_path, short_repr
-from .exceptions import InputError, InputTypeError, PathNotFoundError
-from .multilabel import parse_tags
-from .scan import (
+from ._scan import (
     IMAGE_EXTENSIONS,
     LIST_AT_MOST,
     capped_lines,
@@ -30,6 +29,7 @@ from .scan import (
     list_image_files,
     screen,
 )
+from .exceptions import InputError, InputTypeError, PathNotFoundError
 
 #: The largest CSV manifest :func:`load_csv` reads (1 GiB: tens of millions of rows).
 MAX_CSV_BYTES = 1 << 30

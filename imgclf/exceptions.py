@@ -66,6 +66,11 @@ class UnsavedParameterWarning(UserWarning):
     callback, a custom layer, a ``keras.Model``); it is saved as its default."""
 
 
+class FeatureCacheWarning(UserWarning):
+    """The feature cache (``memory``) could not be used as asked; training goes
+    on, computing the features it could not read or store."""
+
+
 class TrainingError(RuntimeError):
     """Training went wrong although every input passed its checks (the loss
     stopped being a number); the message names the epoch and the likely fixes.

@@ -241,7 +241,7 @@ def grad_cam(estimator, X, *, layer=None, class_index=None, batch_size: int = 32
     >>> bool(heatmaps.min() >= 0 and heatmaps.max() <= 1)
     True
     """
-    from .decode import resize
+    from ._decode import resize
 
     check_is_fitted(estimator)
     tf = get_tf()

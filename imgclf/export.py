@@ -31,8 +31,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import get_keras, get_tf
+from ._devices import plain_model
 from ._pathargs import as_path
-from .devices import plain_model
 from .exceptions import InputError, PathNotFoundError
 
 #: Accepted ``format`` values, with the file name each is usually given.

@@ -429,7 +429,7 @@ def _pixels(X, index, paths) -> list[np.ndarray]:
     reshaped; uint8 divided by 255, other types stretched over the range of
     the images shown); greyscale as 2-D, alpha dropped."""
     if paths is not None:
-        from .decode import pillow_pixels
+        from ._decode import pillow_pixels
 
         images = [pillow_pixels(p)[..., :3] / 255.0 for p in paths]
     else:

@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 
-from . import featcache
+import imgclf._featcache as featcache
+
 from ._backend import get_keras, get_tf
 from ._base import DROPOUT, BaseImageClassifier
 from ._calibration import output_layers
@@ -20,6 +21,8 @@ from ._featkeys import (
     image_keys,
     open_store,
 )
+from ._inference import feature_model
+from ._multilabel import output_activation
 from ._netparts import (
     CLASSIFIER_LAYER,
     DROPOUT_LAYER,
@@ -32,6 +35,7 @@ from ._netparts import (
 )
 from ._netparts import extractor as _extractor
 from ._params import NONE, PATH, Integer, Number, Options, Rule, param
+from ._persist import model_from_bytes, model_to_bytes
 from ._sourcing import (
     backbone_problem,
     is_keras_model,
@@ -47,9 +51,6 @@ from ._trainingdata import TrainingData
 from ._validation import Images, image_size_tuple
 from .backbones import Backbone, input_shape, shared_backbones, unfreeze_top
 from .exceptions import InputError
-from .inference import feature_model
-from .multilabel import output_activation
-from .persist import model_from_bytes, model_to_bytes
 
 
 class TransferClassifier(BaseImageClassifier):
@@ -234,7 +235,7 @@ class TransferClassifier(BaseImageClassifier):
         of the same images runs no network. In fits, unused with ``augment``
         (the features change every epoch) and with ``weights=None`` and
         ``random_state=None`` (a new random backbone every fit). A folder that cannot be written or holds
-        foreign files gives a :class:`~imgclf.featcache.FeatureCacheWarning`
+        foreign files gives a :class:`~imgclf.exceptions.FeatureCacheWarning`
         and training goes on.
     tta : int, default=0
         Test-time augmentation in ``predict`` and ``predict_proba``: 0 (or 1)
@@ -294,7 +295,7 @@ class TransferClassifier(BaseImageClassifier):
         True when the last fit was stopped by an error or ``KeyboardInterrupt``
         after its first epoch: the network then holds the best weights reached
         so far (see :meth:`fit`).
-    card_ : imgclf.card.ModelCard
+    card_ : imgclf._card.ModelCard
         The model card, a dict: classes and training and hold-out images per
         class, input size, parameters, the kept epoch's hold-out loss and
         accuracy, the temperature once calibrated, library versions, a

@@ -190,7 +190,7 @@ def test_imgclf_info_refuses_a_pickle_unless_trusted(fitted, tmp_path, capsys):
 
 
 def test_without_a_hold_out_the_counts_are_zero():
-    from imgclf.card import fit_facts
+    from imgclf._card import fit_facts
 
     facts = fit_facts("f" * 64, np.array([0, 1, 1, 2]), np.arange(4), None, 3)
     assert facts["train_per_class"] == [1, 2, 1] and facts["holdout_per_class"] == [0, 0, 0]

@@ -17,8 +17,9 @@ import warnings
 import numpy as np
 import pytest
 
-from imgclf import TransferClassifier, featcache
-from imgclf.featcache import FeatureCacheWarning, FeatureStore
+from imgclf import TransferClassifier
+from imgclf import _featcache as featcache
+from imgclf._featcache import FeatureCacheWarning, FeatureStore
 
 HEADER = struct.Struct("<8sII16s16s16s")  # the entry header of featcache (format 2)
 N_DAMAGED = 5

@@ -251,9 +251,9 @@ def test_ten_thousand_mutated_files(tmp_path, seed):
 
 
 def test_what_the_check_passes_tensorflow_decodes():
-    """The check that replaces decoding (imgclf.verify) against TensorFlow's
+    """The check that replaces decoding (imgclf._verify) against TensorFlow's
     own decoders, on mutated JPEG and PNG files: no file it passes fails."""
-    from imgclf import verify
+    from imgclf import _verify as verify
     from imgclf._backend import get_tf
 
     tf = get_tf()
@@ -299,7 +299,7 @@ _ENTRY = struct.Struct("<8sII16s16s16s")  # featcache's entry header (format 2)
 
 def _mutate_entry(path: str, kind: str, other: str, rng) -> None:
     """Damage the feature cache entry at ``path`` (``other`` is another entry)."""
-    from imgclf import featcache
+    from imgclf import _featcache as featcache
 
     raw = open(path, "rb").read()
     magic, version, length, network, image, _ = _ENTRY.unpack_from(raw)
@@ -365,7 +365,7 @@ def _fuzz_cache(tmp_path, rounds: int, per_round: int, seed: int) -> dict:
 
     from imgclf import TransferClassifier
     from imgclf._backend import get_keras
-    from imgclf.featcache import FeatureCacheWarning
+    from imgclf._featcache import FeatureCacheWarning
 
     keras = get_keras()
     keras.utils.set_random_seed(0)

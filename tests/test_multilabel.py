@@ -12,8 +12,8 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 
 import imgclf
 from imgclf import CNNClassifier, TransferClassifier
+from imgclf._multilabel import best_threshold, check_y, is_multilabel, strata
 from imgclf.exceptions import InputError, ModelFileError
-from imgclf.multilabel import best_threshold, check_y, is_multilabel, strata
 
 NAMES = ("nw", "ne", "sw", "se")
 
@@ -140,13 +140,13 @@ def test_thresholds_decide_predict(fitted, data):
 def test_thresholds_tuned_on_the_holdout(data, monkeypatch):
     (X, Y), _ = data
     seen = []
-    real = imgclf.multilabel.tune_thresholds
+    real = imgclf._multilabel.tune_thresholds
 
     def spy(truth, proba):
         seen.append((truth.copy(), proba.copy()))
         return real(truth, proba)
 
-    monkeypatch.setattr(imgclf.multilabel, "tune_thresholds", spy)
+    monkeypatch.setattr(imgclf._multilabel, "tune_thresholds", spy)
     clf = CNNClassifier(epochs=1, filters=4, validation_fraction=0.25, random_state=0)
     clf.fit(X, Y)
     ((truth, proba),) = seen

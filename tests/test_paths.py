@@ -11,7 +11,10 @@ import pytest
 from _images import gradient, png_bomb, write_bad_files, write_formats
 from PIL import Image
 
-from imgclf import CNNClassifier, decode, pipeline, scan
+from imgclf import CNNClassifier
+from imgclf import _decode as decode
+from imgclf import _pipeline as pipeline
+from imgclf import _scan as scan
 from imgclf._backend import get_tf
 from imgclf._validation import Images
 from imgclf.exceptions import ImageFileError

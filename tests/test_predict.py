@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf import CNNClassifier, inference
+from imgclf import CNNClassifier
+from imgclf import _inference as inference
 from imgclf.exceptions import InputError
 
 FAST = dict(epochs=1, filters=4, random_state=0)

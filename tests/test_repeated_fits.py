@@ -37,7 +37,7 @@ def _tracing_counts(keras_function):
 def test_twenty_fits_do_not_grow_memory_or_retrace(small_digits, monkeypatch):
     import tensorflow as tf
 
-    from imgclf import inference
+    from imgclf import _inference as inference
 
     # 120 images take model.predict's pipeline, 7 the direct traced call.
     monkeypatch.setattr(inference, "DIRECT_CALL_MAX_IMAGES", 10)

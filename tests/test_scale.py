@@ -19,7 +19,8 @@ from PIL import Image
 from sklearn.model_selection import GridSearchCV, cross_validate
 
 import imgclf
-from imgclf import CNNClassifier, TransferClassifier, devices
+from imgclf import CNNClassifier, TransferClassifier
+from imgclf import _devices as devices
 from imgclf._backend import (
     configure_process,
     environment_defaults,

@@ -25,8 +25,8 @@ with warnings.catch_warnings():  # Starlette's notice about httpx, its test clie
 import imgclf  # noqa: E402
 from imgclf import CNNClassifier  # noqa: E402
 from imgclf._servepage import page  # noqa: E402
+from imgclf._serving import create_app  # noqa: E402
 from imgclf.cli import main  # noqa: E402
-from imgclf.serving import create_app  # noqa: E402
 
 
 def colour_images(n, rng, size=(16, 16)):
@@ -285,7 +285,7 @@ def test_limits_must_be_positive(model, flag, capsys):
 
 
 def test_only_loopback_hosts_are_private():
-    from imgclf.serving import _is_loopback
+    from imgclf._serving import _is_loopback
 
     assert all(_is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
     assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example"))

@@ -18,7 +18,9 @@ import pytest
 from _special import FifoWatch
 from PIL import Image
 
-from imgclf import load_csv, load_filenames, load_folder, pipeline, scan
+from imgclf import _pipeline as pipeline
+from imgclf import _scan as scan
+from imgclf import load_csv, load_filenames, load_folder
 from imgclf._files import (
     FileTooLargeError,
     NotRegularFileError,

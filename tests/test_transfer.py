@@ -18,9 +18,9 @@ from sklearn.model_selection import GridSearchCV
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras
+from imgclf._persist import model_from_bytes, model_to_bytes
 from imgclf.backbones import BACKBONES, LiteBackbone, get_backbone
 from imgclf.exceptions import InputError
-from imgclf.persist import model_from_bytes, model_to_bytes
 
 #: The registry's keras.applications networks (EfficientNet-Lite, built by
 #: imgclf, has its own tests in test_efficientnet_lite.py).

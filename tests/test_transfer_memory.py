@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-from imgclf import TransferClassifier, featcache
+from imgclf import TransferClassifier
+from imgclf import _featcache as featcache
 from imgclf._base import BaseImageClassifier
-from imgclf.featcache import FeatureCacheWarning, FeatureStore
+from imgclf._featcache import FeatureCacheWarning, FeatureStore
 
 
 def _clf(backbone, **params):

@@ -9,9 +9,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from imgclf import CNNClassifier, TransferClassifier, inference
+from imgclf import CNNClassifier, TransferClassifier
+from imgclf import _inference as inference
 from imgclf._backend import get_keras
-from imgclf.inference import PredictMixin
+from imgclf._inference import PredictMixin
 
 
 def _softmax(z):

@@ -9,7 +9,7 @@ pipeline: float32 pixels in 0-255 with 1 (grey), 2 (grey+alpha), 3 (RGB) or 4
 (RGBA) channels, which :func:`finish` flattens onto white and converts to the
 network's channels with the same operations whichever decoder ran.
 
-Which decoder a file needs is decided by the scan (:mod:`imgclf.scan`), which
+Which decoder a file needs is decided by the scan (:mod:`imgclf._scan`), which
 also makes sure that decoder accepts the file (:func:`pillow_problem` for
 Pillow's). Should a file still fail while it streams (changed on disk since),
 :func:`failing_files` finds which.
@@ -27,7 +27,7 @@ import numpy as np
 
 from ._files import open_binary, special_problem
 
-# Which decoder a file needs (``imgclf.scan.FileInfo.decoder``).
+# Which decoder a file needs (``imgclf._scan.FileInfo.decoder``).
 TF_JPEG, TF_PNG, PILLOW = 0, 1, 2
 
 

@@ -36,12 +36,12 @@ import numpy as np
 
 from ._backend import get_keras
 from ._calibration import custom_objects
+from ._card import model_card
+from ._devices import is_strategy
 from ._loading import load
 from ._manifest import ESTIMATORS, FORMAT, FORMAT_VERSION, MANIFEST, NETWORK, versions
 from ._pathargs import check_output_file
 from ._values import Encoder, UnsafeValue
-from .card import model_card
-from .devices import is_strategy
 from .exceptions import UnsavedParameterWarning
 
 _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_\Z")
@@ -222,7 +222,7 @@ class PersistMixin:
 
         The file is a zip archive of the parameters and fitted attributes as
         JSON and NumPy arrays, the network as a ``.keras`` archive, and the
-        imgclf, Keras and TensorFlow versions (see :mod:`imgclf.persist`). It
+        imgclf, Keras and TensorFlow versions (see :mod:`imgclf._persist`). It
         is written beside ``path`` under a temporary name and renamed over it
         only once complete, so an interrupted save leaves any previous file
         intact.

@@ -7,7 +7,7 @@ and chooses a decoder (:class:`FileInfo`). It then makes sure that decoder
 accepts the file, so training never meets a file it cannot decode:
 
 * a plain JPEG or PNG, decoded by TensorFlow, is checked without decoding its
-  pixels (:mod:`imgclf.verify`: every JPEG marker, every PNG chunk, CRC and
+  pixels (:mod:`imgclf._verify`: every JPEG marker, every PNG chunk, CRC and
   the inflated image data), which costs about what reading its header did;
 * every other file, and one TensorFlow's decoder would refuse, is decoded
   once with Pillow (JPEGs at 1/8 scale); if Pillow can, Pillow decodes it in
@@ -32,9 +32,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import decode, verify
+import imgclf._decode as decode
+import imgclf._verify as verify
+
+from ._decode import PILLOW, TF_JPEG, TF_PNG
 from ._files import FileRefusedError, file_stamp, open_binary, open_regular, stat_stamp
-from .decode import PILLOW, TF_JPEG, TF_PNG
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

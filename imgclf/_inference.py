@@ -33,7 +33,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from . import decode, multilabel
+import imgclf._decode as decode
+import imgclf._multilabel as multilabel
+
 from ._backend import get_keras, get_tf
 from ._netparts import FEATURES_LAYER, part
 from ._pathargs import short_repr
@@ -65,7 +67,7 @@ def inference_batch_size(image_size: tuple[int, int]) -> int:
 
     Examples
     --------
-    >>> from imgclf.inference import inference_batch_size
+    >>> from imgclf._inference import inference_batch_size
     >>> inference_batch_size((28, 28)), inference_batch_size((96, 96)), inference_batch_size((224, 224))
     (512, 32, 8)
     """
@@ -120,7 +122,7 @@ def tta_views(n: int, size: tuple[int, int], flip: bool) -> list[View]:
 
     Examples
     --------
-    >>> from imgclf.inference import tta_views
+    >>> from imgclf._inference import tta_views
     >>> tta_views(3, (28, 28), flip=False)
     [View(dy=0, dx=0, flip=False), View(dy=0, dx=2, flip=False), View(dy=0, dx=-2, flip=False)]
     >>> [v.flip for v in tta_views(4, (28, 28), flip=True)]

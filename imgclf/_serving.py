@@ -256,7 +256,7 @@ def create_app(
     max_images: int = MAX_IMAGES,
 ):
     """The Starlette application serving ``estimator`` (fitted): the page,
-    ``GET /info`` and ``POST /predict`` (see :mod:`imgclf.serving`).
+    ``GET /info`` and ``POST /predict`` (see :mod:`imgclf._serving`).
 
     Parameters
     ----------
@@ -359,7 +359,7 @@ def serve(model_path: str, *, host="127.0.0.1", port=8000, trusted=False, **limi
     _needs_extra()
     import uvicorn
 
-    from .persist import load
+    from ._persist import load
 
     estimator = load(model_path, trusted=trusted)
     shape = (1, *estimator.image_size_, estimator.n_channels_)

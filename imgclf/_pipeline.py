@@ -8,7 +8,7 @@ and ``predict`` consume.
   ``tf.data``: shuffled indices (or paths), batched, converted, prefetched.
   Images are float32 in the network's raw input units throughout.
 * File paths are streamed: only the shuffled order (integers) and the path
-  strings are held; each batch is read, decoded (:mod:`imgclf.decode`),
+  strings are held; each batch is read, decoded (:mod:`imgclf._decode`),
   resized and prefetched in parallel while the previous one trains. With
   ``cache="memory"`` the files are decoded once into a uint8 array and then
   train exactly like in-memory images; with ``cache=<folder>`` they are
@@ -25,11 +25,12 @@ import tempfile
 
 import numpy as np
 
-from . import decode
+import imgclf._decode as decode
+
 from ._backend import get_tf
 from ._files import identity_bytes, open_binary
+from ._scan import scan_files
 from ._validation import Images
-from .scan import scan_files
 
 
 def _needs_conversion(array: np.ndarray, size, channels: int) -> bool:

@@ -92,7 +92,7 @@ def fit_outcome(history: dict, epoch_kept: int, monitor: str) -> dict:
 
 
 class ModelCard(dict):
-    """A model card: a ``dict`` of JSON values (see :mod:`imgclf.card` for
+    """A model card: a ``dict`` of JSON values (see :mod:`imgclf._card` for
     the fields), with :meth:`to_markdown` and :meth:`to_text`.
 
     Keys: ``card_version``, ``estimator``, ``classes``, ``train_per_class``,
@@ -214,7 +214,7 @@ class CardMixin:
 
     @property
     def card_(self) -> ModelCard:
-        """The model card (a :class:`~imgclf.card.ModelCard`): built from the
+        """The model card (a :class:`~imgclf._card.ModelCard`): built from the
         fitted estimator and what its fit recorded; stored by ``save``."""
         return model_card(self)
 

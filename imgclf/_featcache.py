@@ -45,7 +45,8 @@ import numpy as np
 
 from ._digests import hash_arrays, short_digest
 from ._files import FileRefusedError, file_stamp, identity_bytes, read_regular
-from .persist import atomic_write
+from ._persist import atomic_write
+from .exceptions import FeatureCacheWarning
 
 #: Bump when the folder layout or anything that changes the features without
 #: changing the keys (decoding, resizing) changes: old folders are then ignored.
@@ -59,11 +60,6 @@ _HEADER = struct.Struct("<8sII16s16s16s")
 _SUFFIX = ".f32"
 #: The longest feature vector read when the backbone's is not known (4 MiB).
 MAX_FEATURES = 1 << 20
-
-
-class FeatureCacheWarning(UserWarning):
-    """The feature cache (``memory``) could not be used as asked; training goes
-    on, computing the features it could not read or store."""
 
 
 def is_memory(value) -> bool:
