@@ -14,7 +14,7 @@ _EXPORTS = {
     "CNNClassifier": ".cnn",
     "TransferClassifier": ".transfer",
     "find_label_issues": ".audit",
-    "load": ".persist",
+    "load": "._loading",
     "load_csv": ".data",
     "load_filenames": ".data",
     "load_folder": ".data",
