@@ -125,7 +125,7 @@ function renderCard() {
     ["input", `${card.image_size[0]} × ${card.image_size[1]} px, ${card.n_channels === 1 ? "grey" : "RGB"}`],
     ["kept epoch", fit ? `${fit.epoch_kept} of ${fit.epochs_run} (by ${fit.monitor})` : "not recorded"],
     ["at that epoch", metrics || "not recorded"],
-    ["temperature", card.temperature == null ? "not calibrated" : String(card.temperature)],
+    ["temperature", card.temperature == null ? "not calibrated" : Number(card.temperature).toPrecision(4)],
     ["versions", card.versions ? Object.entries(card.versions).map(([k, v]) => `${k} ${v}`).join(", ") : "unknown"],
     ["data", card.data_fingerprint ? "sha256 " + card.data_fingerprint.slice(0, 16) + "…" : "unknown"],
     ["trained", card.trained_at || "unknown"],

@@ -71,6 +71,18 @@ def test_a_holdout_without_mistakes_does_not_tell_the_temperature():
     y = np.array([0, 1, 0])
     assert nll(logits, y, 0.1) < nll(logits, y, 1.0)  # sharper is always "better"
     assert fit_temperature(logits, y) == 1.0
+    # Wide margins: the loss is flat in floating point long before T_MIN, where
+    # a bounded search stops (at T ~ 0.08 for margin 5, ~ 0.2 for margin 10).
+    rng = np.random.default_rng(0)
+    for margin in (5.0, 10.0):
+        y = rng.integers(0, 3, 24)
+        logits = rng.normal(0, 0.3, (24, 3))
+        logits[np.arange(24), y] += margin
+        assert fit_temperature(logits, y) == 1.0
+        weight = np.ones(24)
+        logits[0] = np.roll(logits[0], 1)  # one mistake, weighted 0: still none counted
+        weight[0] = 0.0
+        assert fit_temperature(logits, y, weight) == 1.0
 
 
 def test_expected_calibration_error_by_hand():
