@@ -406,7 +406,11 @@ def refresh_batchnorm(model, sample, judge=None) -> int:
     exact statistics; ``benchmarks/bench_tiny.py``). The layers are refreshed
     in network order, each from inputs computed with the ones before it
     already refreshed, in inference mode (no augmentation, no dropout), as
-    the network will run in prediction.
+    the network will run in prediction: in one pass layer by layer where the
+    network allows it (each layer called once, no nested model, the held
+    activations within :data:`BATCHNORM_BYTES`), otherwise from the input
+    again for each BatchNorm layer (a third of the cost for the default
+    ``CNNClassifier``'s four; ``benchmarks/bench_overhead.py``).
 
     Layers of a nested model (a pretrained backbone, whose statistics must
     stay those of its pretraining) and frozen layers are left as they are.
@@ -424,32 +428,124 @@ def refresh_batchnorm(model, sample, judge=None) -> int:
     ]
     if not norms:
         return 0
-    tf = get_tf()
     before_loss = judge() if judge is not None else None
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
     pixels = np.concatenate([np.asarray(batch, dtype=np.float32) for batch in sample()])
-    batches = [pixels[i : i + 256] for i in range(0, len(pixels), 256)]
-    for layer in norms:
-        inner = keras.Model(model.input, layer.input)
-        axes = [
-            i for i in range(len(layer.input.shape)) if i != layer.axis % len(layer.input.shape)
-        ]
-        # Per-batch moments in float32, merged exactly in float64 (Chan et al.).
-        count, mean, m2 = 0, 0.0, 0.0
-        for batch in batches:
-            out = tf.cast(inner(batch, training=False), tf.float32)
-            n = int(np.prod([out.shape[i] for i in axes]))
-            batch_mean, batch_var = (t.numpy().astype(np.float64) for t in tf.nn.moments(out, axes))
-            delta = batch_mean - mean
-            total = count + n
-            mean = mean + delta * n / total
-            m2 = m2 + batch_var * n + np.square(delta) * count * n / total
-            count = total
-        layer.moving_mean.assign(np.asarray(mean, dtype=np.float32))
-        layer.moving_variance.assign(np.asarray(m2 / count, dtype=np.float32))
+    walk = _layer_walk(model, norms, len(pixels))
+    if walk is not None:
+        _refresh_in_one_pass(model, walk, set(map(id, norms)), pixels)
+    else:
+        _refresh_by_prefixes(model, norms, pixels)
     if before_loss is not None and not judge() <= before_loss:
         for layer, (mean, variance) in zip(norms, before, strict=True):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
         return 0
     return len(norms)
+
+
+def _set_exact_statistics(layer, batches) -> None:
+    """Set BatchNorm ``layer``'s moving mean and variance to the exact mean
+    and (biased) variance of its inputs ``batches`` (per-batch moments in
+    float32, merged exactly in float64: Chan et al.)."""
+    tf = get_tf()
+    rank = len(layer.input.shape)
+    axes = [i for i in range(rank) if i != layer.axis % rank]
+    count, mean, m2 = 0, 0.0, 0.0
+    for out in batches:
+        out = tf.cast(out, tf.float32)
+        n = int(np.prod([out.shape[i] for i in axes]))
+        batch_mean, batch_var = (t.numpy().astype(np.float64) for t in tf.nn.moments(out, axes))
+        delta = batch_mean - mean
+        total = count + n
+        mean = mean + delta * n / total
+        m2 = m2 + batch_var * n + np.square(delta) * count * n / total
+        count = total
+    layer.moving_mean.assign(np.asarray(mean, dtype=np.float32))
+    layer.moving_variance.assign(np.asarray(m2 / count, dtype=np.float32))
+
+
+def _chunks(x, size: int = 256) -> list:
+    return [x[i : i + size] for i in range(0, len(x), size)]
+
+
+def _refresh_by_prefixes(model, norms, pixels) -> None:
+    """Each layer from the network's prefix up to it, run again from the
+    input for each layer: any network Keras can cut at a layer's input."""
+    keras = get_keras()
+    batches = _chunks(pixels)
+    for layer in norms:
+        inner = keras.Model(model.input, layer.input)
+        _set_exact_statistics(layer, (inner(batch, training=False) for batch in batches))
+
+
+def _layer_walk(model, norms, n_images: int) -> list | None:
+    """``model``'s layers up to the last of ``norms``, in an order that runs
+    each after its inputs, for :func:`_refresh_in_one_pass`; None when the
+    network cannot be walked that way (a layer called more than once, a
+    nested model, more than one input) or when the activations the walk holds
+    at once would pass :data:`BATCHNORM_BYTES`."""
+    keras = get_keras()
+    if len(model.inputs) != 1:
+        return None
+    last = max(model.layers.index(layer) for layer in norms)
+    walk, ready = [], {id(model.inputs[0])}
+    live = peak = _tensor_bytes(model.inputs[0], n_images)
+    uses: dict[int, int] = {}
+    for layer in model.layers[: last + 1]:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):
+            return None
+        try:
+            inputs, outputs = _flat(layer.input), _flat(layer.output)
+        except (AttributeError, ValueError):  # called more than once, or never
+            return None
+        if not all(id(t) in ready for t in inputs):
+            return None
+        for t in inputs:
+            uses[id(t)] = uses.get(id(t), 0) + 1
+        ready.update(id(t) for t in outputs)
+        walk.append((layer, inputs, outputs))
+    # Each tensor is held from the layer that makes it to its last user.
+    remaining = dict(uses)
+    for _, inputs, outputs in walk:
+        live += sum(_tensor_bytes(t, n_images) for t in outputs)
+        peak = max(peak, live)
+        for t in inputs:
+            remaining[id(t)] -= 1
+            if not remaining[id(t)]:
+                live -= _tensor_bytes(t, n_images)
+    return walk if peak <= BATCHNORM_BYTES else None
+
+
+def _flat(tensors) -> list:
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def _tensor_bytes(tensor, n_images: int) -> int:
+    return 4 * n_images * int(np.prod([d or 1 for d in tensor.shape[1:]]))
+
+
+def _refresh_in_one_pass(model, walk, norm_ids, pixels) -> None:
+    """One inference pass over the sample, layer by layer: each BatchNorm's
+    statistics are set from its input just before it runs, so the layers after
+    it see it refreshed, as :func:`_refresh_by_prefixes` computes them, at
+    the cost of one pass rather than one per BatchNorm layer."""
+    values = {id(model.inputs[0]): pixels}
+    remaining: dict[int, int] = {}
+    for _, inputs, _ in walk:
+        for t in inputs:
+            remaining[id(t)] = remaining.get(id(t), 0) + 1
+    for layer, inputs, outputs in walk:
+        args = [values[id(t)] for t in inputs]
+        if id(layer) in norm_ids:
+            _set_exact_statistics(layer, _chunks(args[0]))
+        x = args[0] if len(args) == 1 else args
+        result = layer(x, training=False)
+        for t, value in zip(outputs, _flat(result), strict=True):
+            values[id(t)] = value
+        for t in inputs:
+            remaining[id(t)] -= 1
+            if not remaining[id(t)]:
+                del values[id(t)]

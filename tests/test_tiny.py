@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import imgclf._training as training
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._training import (
     BATCHNORM_MIN_IMAGES,
@@ -148,3 +149,62 @@ def test_refresh_kept_only_if_the_holdout_loss_does_not_rise():
     losses = iter([1.0, 1.0])
     assert refresh_batchnorm(model, lambda: [data], judge=lambda: next(losses)) == 1
     np.testing.assert_allclose(norm.moving_mean.numpy(), [data.mean()], rtol=1e-5)
+
+
+def _residual_net(seed):
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, padding="same", name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="bn_a")(a)
+    b = keras.layers.Conv2D(3, 1, name="b")(inputs)
+    x = keras.layers.Add()([keras.layers.ReLU()(a), b])
+    x = keras.layers.BatchNormalization(name="bn_x")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Conv2D(4, 3, name="c")(x)
+    x = keras.layers.BatchNormalization(name="bn_c")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.abs(layer.moving_variance.numpy()) + 0.5)
+    return model
+
+
+def test_one_pass_refresh_equals_refreshing_each_layer_from_the_input():
+    # The one-pass walk (a branch, a merge, dropout, three BatchNorms) gives the
+    # statistics the prefix-per-layer way does; that way is forced on a twin by
+    # hiding the walk (a nested copy cannot be walked).
+    data = np.random.default_rng(1).normal(2.0, 3.0, (300, 6, 6, 2)).astype(np.float32)
+    walked = _residual_net(0)
+    assert training._layer_walk(walked, walked.layers, len(data)) is not None
+    assert refresh_batchnorm(walked, lambda: [data[:256], data[256:]]) == 3
+    twin = _residual_net(0)
+    norms = [layer for layer in twin.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    training._refresh_by_prefixes(twin, norms, data)
+    for layer in norms:
+        mine = walked.get_layer(layer.name)
+        np.testing.assert_allclose(
+            mine.moving_mean.numpy(), layer.moving_mean.numpy(), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            mine.moving_variance.numpy(), layer.moving_variance.numpy(), rtol=1e-5, atol=1e-6
+        )
+    # Exact: the last BatchNorm's statistics are those of its input.
+    seen = _norm_inputs(walked, walked.get_layer("bn_c"), data)
+    np.testing.assert_allclose(
+        walked.get_layer("bn_c").moving_mean.numpy(), seen.mean((0, 1, 2)), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_refresh_walk_falls_back_for_shared_layers_and_big_activations():
+    inputs = keras.Input((4, 4, 1))
+    shared = keras.layers.Conv2D(1, 1)
+    twice = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, twice(shared(shared(inputs))))  # called twice
+    assert training._layer_walk(model, [twice], 10) is None
+    norm = keras.layers.BatchNormalization()
+    single = keras.Model(inputs, norm(keras.layers.Conv2D(2, 1)(inputs)))
+    assert training._layer_walk(single, [norm], 10) is not None
+    # 4 * (16 + 2 * 16) bytes an image: past BATCHNORM_BYTES the walk is refused.
+    too_many = training.BATCHNORM_BYTES // (4 * 16) + 1
+    assert training._layer_walk(single, [norm], too_many) is None
