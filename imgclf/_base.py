@@ -618,16 +618,21 @@ class BaseImageClassifier(PredictMixin, ClassifierMixin, PersistMixin, CardMixin
             or getattr(self, "multilabel_", False)
         ):
             return 1.0
-        logits = self._network_output(
+        logits = self._holdout_logits(data)
+        weights = None if data.sample_weight is None else data.sample_weight[data.val]
+        temperature = fit_temperature(logits, data.y[data.val], weights)
+        set_temperature(self.model_, temperature)
+        return temperature
+
+    def _holdout_logits(self, data: TrainingData) -> np.ndarray:
+        """The logits of the hold-out's images, by the fitted network (a
+        subclass may answer from what the fit already computed)."""
+        return self._network_output(
             feature_model(self.model_, CLASSIFIER_LAYER),
             data.images.subset(data.val),
             tta_views(1, self.image_size_, flip=False),
             "fit",
         )
-        weights = None if data.sample_weight is None else data.sample_weight[data.val]
-        temperature = fit_temperature(logits, data.y[data.val], weights)
-        set_temperature(self.model_, temperature)
-        return temperature
 
     def _training_data(
         self, images: Images, y_enc, train, val, seed, sample_weight=None

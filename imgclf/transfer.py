@@ -563,14 +563,19 @@ class TransferClassifier(BaseImageClassifier):
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
+        self.__dict__.pop("_holdout_features", None)
         if not self.augment:
+            mapped = self._feature_data(model, data)
             history = self._run_stage(
                 self._head_model(model),
-                self._feature_data(model, data),
+                mapped,
                 run,
                 epochs=self.epochs_,
                 learning_rate=self.learning_rate,
             )
+            # Calibration reads the hold-out's logits from these features
+            # while the backbone stays the one they came from.
+            self.__dict__["_holdout_features"] = mapped.features[1]
         else:
             history = self._run_stage(
                 model, data, run, epochs=self.epochs_, learning_rate=self.learning_rate
@@ -603,7 +608,9 @@ class TransferClassifier(BaseImageClassifier):
             # hold-out, by early stopping's rule: keep that.
             model.set_weights(frozen_weights)
         else:
-            self.__dict__.pop("_memory_key", None)  # the backbone the features came from is gone
+            # The backbone the features came from is gone.
+            self.__dict__.pop("_memory_key", None)
+            self.__dict__.pop("_holdout_features", None)
             kept = len(history["loss"]) + tuned_kept
         for key, values in tuned.items():
             history.setdefault(key, []).extend(values)
@@ -706,6 +713,27 @@ class TransferClassifier(BaseImageClassifier):
             rounded=rounded,
         )
         return extractor_key(extractor, identity)
+
+    def _calibrate(self, data: TrainingData) -> float:
+        try:
+            return super()._calibrate(data)
+        finally:
+            self.__dict__.pop("_holdout_features", None)  # never kept past the fit
+
+    def _holdout_logits(self, data: TrainingData) -> np.ndarray:
+        """The hold-out's logits from the frozen backbone's features that the
+        frozen stage computed, when the kept network still has that backbone
+        (no fine-tuning, or its weights were not kept): only the head runs.
+        Otherwise the whole network, as for any estimator."""
+        features = self.__dict__.pop("_holdout_features", None)
+        if features is None or len(features) != len(data.val):
+            return super()._holdout_logits(data)
+        x = np.asarray(features, dtype=np.float32)
+        for layer in head_of(self.model_):
+            x = layer(x, training=False)
+            if layer.name == CLASSIFIER_LAYER:
+                break
+        return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
 
     # ------------------------------------------------------------- predict
     def _proba(self, images: Images, views: list) -> np.ndarray:

@@ -278,3 +278,37 @@ def test_works_inside_calibrated_classifier_cv(calibrated, fitted_mobilenet_tran
     cal = CalibratedClassifierCV(FrozenEstimator(transfer), method="temperature")
     cal.fit(images, labels)
     assert cal.predict_proba(images[:4]).shape == (4, 2)
+
+
+def test_transfer_calibrates_from_the_frozen_stage_features(
+    tiny_backbone, small_digits, monkeypatch
+):
+    # The frozen stage computed the hold-out's features: the temperature is
+    # fitted from them (only the head runs), and equals the one the whole
+    # network's logits give. Once fine-tuning changed the backbone, the
+    # network runs.
+    from imgclf._base import BaseImageClassifier
+
+    X, y = small_digits[0][:200], small_digits[1][:200]
+    params = dict(backbone=tiny_backbone, epochs=5, learning_rate=1e-2, batch_size=32)
+    whole = []
+
+    def counted(self, data):
+        whole.append(len(data.val))
+        return network_logits(self, data)
+
+    network_logits = BaseImageClassifier._holdout_logits
+    monkeypatch.setattr(BaseImageClassifier, "_holdout_logits", counted)
+    clf = TransferClassifier(fine_tune_epochs=0, random_state=0, **params).fit(X, y)
+    assert whole == [] and clf.temperature_ != 1.0
+    assert "_holdout_features" not in clf.__dict__
+    monkeypatch.setattr(TransferClassifier, "_holdout_logits", counted)
+    reference = TransferClassifier(fine_tune_epochs=0, random_state=0, **params).fit(X, y)
+    assert whole == [20]
+    np.testing.assert_allclose(clf.temperature_, reference.temperature_, rtol=1e-4)
+    monkeypatch.undo()
+    monkeypatch.setattr(BaseImageClassifier, "_holdout_logits", counted)
+    tuned = TransferClassifier(
+        fine_tune_epochs=2, fine_tune_layers=1.0, early_stopping=False, random_state=0, **params
+    ).fit(X, y)
+    assert tuned.history_["stage"][-1] == 2.0 and whole == [20, 20]
