@@ -333,6 +333,14 @@ def tool_targets(where: str, estimator, y, n_samples: int) -> np.ndarray | None:
             return indicator(estimator, y, n_samples)
         except InputError as exc:
             raise InputError(f"{where}: {exc}", parameters=("y",)) from exc
+    if is_multilabel(y) and not hasattr(estimator, "multilabel_"):
+        raise InputError(
+            f"{where}: y holds multi-label targets ({_shape_of(y)}), which it reads for "
+            f"imgclf's multi-label models (multilabel_ True) only, and {name} is not an imgclf "
+            "classifier. Give y as one label per image, or use an imgclf classifier fitted "
+            "on the multi-label targets.",
+            parameters=("y",),
+        )
     if is_multilabel(y):
         raise InputError(
             f"{where}: y holds multi-label targets ({_shape_of(y)}), but {name} was fitted on "

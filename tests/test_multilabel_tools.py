@@ -177,6 +177,16 @@ def test_plot_calibration_refuses_mismatched_y(tagged, single, data):
         plot.plot_calibration(tagged, X, Y.argmax(axis=1))
 
 
+def test_plot_calibration_multilabel_y_for_another_classifier(data):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    (X, Y), _ = data
+    flat = X.reshape(len(X), -1)
+    knn = KNeighborsClassifier(3).fit(flat, Y)  # scikit-learn's multi-label: a list of arrays
+    with pytest.raises(InputError, match="plot_calibration: .*KNeighborsClassifier is not an"):
+        plot.plot_calibration(knn, flat, Y)
+
+
 def test_confusion_matrix_points_to_multilabel_confusion_matrix(tagged, data):
     _, (X, Y) = data
     pred = tagged.predict(X)
