@@ -191,6 +191,12 @@ class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         float
             The (weighted) share of samples answered with their true label.
         """
+        if multilabel.is_multilabel(y):
+            raise InputError(
+                "Abstain.score: y holds multi-label targets, but Abstain answers one label per "
+                f"image or {self.unknown!r}. {_MULTILABEL_ADVICE}",
+                parameters=("y",),
+            )
         right = self.predict(X) == np.asarray(y, dtype=object)
         return float(np.average(right, weights=sample_weight))
 

@@ -215,6 +215,16 @@ def test_threshold_for_and_abstain_refuse_multilabel(tagged, data):
         Abstain(FrozenEstimator(tagged)).fit(X, Y.argmax(axis=1))
 
 
+def test_abstain_score_refuses_multilabel(single, data):
+    from sklearn.frozen import FrozenEstimator
+
+    _, (X, Y) = data
+    abstain = Abstain(FrozenEstimator(single), threshold=0.0).fit(X, Y.argmax(axis=1))
+    assert abstain.score(X, Y.argmax(axis=1)) == pytest.approx(single.score(X, Y.argmax(axis=1)))
+    with pytest.raises(InputError, match="Abstain.score: y holds multi-label"):
+        abstain.score(X, Y)
+
+
 def test_find_label_issues_refuses_multilabel(tagged, data):
     pytest.importorskip("cleanlab")
     _, (X, Y) = data
