@@ -241,3 +241,16 @@ def test_cli_audit_refuses_tags(tmp_path, capsys):
     argv = ["audit", str(tmp_path), "--csv", str(tmp_path / "tags.csv"), "--tags-sep", ";"]
     assert main([*argv, "--out", str(tmp_path / "out.csv")]) == 1
     assert "audit checks one label per image; --tags-sep" in capsys.readouterr().err
+
+
+def test_transfer_multilabel_top_losses_and_grad_cam(tiny_backbone, data):
+    from imgclf import TransferClassifier
+
+    (X, Y), (X_test, Y_test) = data
+    clf = TransferClassifier(
+        backbone=tiny_backbone, weights=None, epochs=1, fine_tune_epochs=0, random_state=0
+    ).fit(X, Y)
+    index, losses, proba = top_losses(clf, X_test, Y_test, n=5)
+    np.testing.assert_array_equal(index, np.argsort(-by_hand_bce(Y_test, proba), kind="stable")[:5])
+    assert sum(bool(ax.images) for ax in plot.plot_top_losses(clf, X_test, Y_test, n=3).axes) == 3
+    assert len(plot.plot_grad_cam(clf, X_test[index[:2]]).axes) == 4
