@@ -29,10 +29,11 @@ def top_losses(estimator, X, y, *, n: int = 16, proba=None):
     was never fitted on counts as probability 0.
 
     For a multi-label model (``estimator.multilabel_``) the loss of an image
-    is its binary cross-entropy averaged over the labels (the mean, as the
-    training loss ``binary_crossentropy`` reports it): ``-log p`` for each
-    label the image has and ``-log(1 - p)`` for each it has not, ``p`` the
-    label's column of ``predict_proba``. The images are ranked by it, so an
+    is its binary cross-entropy averaged over the labels (the mean, as
+    Keras's ``binary_crossentropy`` averages; ``p`` clipped to
+    ``[1e-12, 1 - 1e-12]``): ``-log p`` for each label the image has and
+    ``-log(1 - p)`` for each it has not, ``p`` the label's column of
+    ``predict_proba``. The images are ranked by it, so an
     image is high both for a given label the model missed and for a label it
     is sure of that the image lacks. ``y`` is then the image's label set, as
     ``fit`` took it: a 0/1 indicator matrix or a list of label collections.
