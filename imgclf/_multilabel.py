@@ -321,6 +321,56 @@ def indicator(estimator, y, n_samples: int) -> np.ndarray:
     return out
 
 
+def tool_targets(where: str, estimator, y, n_samples: int) -> np.ndarray | None:
+    """``y`` given to a tool that takes ``(estimator, X, y)`` (``where`` is its
+    name): for a multi-label ``estimator`` the 0/1 matrix in ``classes_``
+    order (int64), for a single-label one None (the tool reads ``y`` as one
+    label per image). Multi-label ``y`` for a single-label model, or the
+    reverse, is an :class:`~imgclf.exceptions.InputError` naming ``y``."""
+    name = type(estimator).__name__
+    if getattr(estimator, "multilabel_", False):
+        try:
+            return indicator(estimator, y, n_samples)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}", parameters=("y",)) from exc
+    if is_multilabel(y) and not hasattr(estimator, "multilabel_"):
+        raise InputError(
+            f"{where}: y holds multi-label targets ({_shape_of(y)}), which it reads for "
+            f"imgclf's multi-label models (multilabel_ True) only, and {name} is not an imgclf "
+            "classifier. Give y as one label per image, or use an imgclf classifier fitted "
+            "on the multi-label targets.",
+            parameters=("y",),
+        )
+    if is_multilabel(y):
+        raise InputError(
+            f"{where}: y holds multi-label targets ({_shape_of(y)}), but {name} was fitted on "
+            "one label per image. Give y as one label per image (what the model was fitted "
+            "on), or fit the model on the multi-label targets first.",
+            parameters=("y",),
+        )
+    return None
+
+
+def _shape_of(y) -> str:
+    shape = getattr(y, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return f"a 2-D array of shape {tuple(shape)}"
+    return f"{len(y)} label collections"
+
+
+def bce(truth: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each (image, label): ``-log p`` where the label
+    is given, ``-log(1 - p)`` where not (probabilities clipped at 1e-12)."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return -np.where(np.asarray(truth) > 0, np.log(p), np.log1p(-p))
+
+
+def label_set(classes, row) -> str:
+    """The labels of one indicator row, comma-joined; ``(none)`` for none."""
+    text = ", ".join(str(label) for label, on in zip(classes, row, strict=True) if on)
+    return text or "(none)"
+
+
 def score(estimator, y, pred: np.ndarray, sample_weight=None) -> float:
     """Subset accuracy: the fraction of images whose every label is right
     (what scikit-learn's ``ClassifierMixin.score`` gives for multi-label)."""
@@ -341,6 +391,7 @@ def join_tags(classes, row, sep: str) -> str:
 __all__ = [
     "COLLECTIONS",
     "DEFAULT_THRESHOLD",
+    "bce",
     "best_threshold",
     "check_class_weight",
     "check_y",
@@ -349,6 +400,7 @@ __all__ = [
     "indicator",
     "is_multilabel",
     "join_tags",
+    "label_set",
     "loss",
     "metrics",
     "output_activation",
@@ -356,5 +408,6 @@ __all__ = [
     "predict",
     "score",
     "strata",
+    "tool_targets",
     "tune_thresholds",
 ]

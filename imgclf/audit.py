@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import imgclf._multilabel as multilabel
+
 from ._pathargs import check_output_file
 from ._validation import class_index
 from .exceptions import InputError
@@ -184,6 +186,16 @@ def _paths_of(X) -> np.ndarray | None:
 def _check_labels(y, n_samples: int | None) -> np.ndarray:
     if y is None:
         raise InputError("find_label_issues needs y, the labels to check (one per image).")
+    if multilabel.is_multilabel(y):
+        raise InputError(
+            "find_label_issues: y holds multi-label targets (an indicator matrix or label "
+            "collections); it checks one label per image. For multi-label targets, compute "
+            "out-of-fold probabilities with cross_val_predict(clf, X, Y, cv=KFold(5, "
+            "shuffle=True, random_state=0), method='predict_proba') (Y the indicator matrix) "
+            "and give them to cleanlab.filter.find_label_issues(labels, pred_probs, "
+            "multi_label=True), labels being each image's list of label columns.",
+            parameters=("y",),
+        )
     y = np.asarray(y)
     if y.ndim != 1:
         raise InputError(
@@ -297,7 +309,9 @@ def find_label_issues(
         image files (as :func:`imgclf.load_folder` returns). With paths the
         result names the files. May be None when ``pred_probs`` is given.
     y : array-like of shape (n_samples,)
-        The labels to check.
+        The labels to check, one per image (multi-label targets are an
+        :class:`~imgclf.exceptions.InputError` whose message shows the way
+        with cleanlab's ``multi_label=True``).
     cv : int or cross-validation splitter, default=5
         Folds, as in :func:`sklearn.model_selection.cross_val_predict` (an
         int is a :class:`~sklearn.model_selection.StratifiedKFold`); every
@@ -335,8 +349,8 @@ def find_label_issues(
     ImportError
         If cleanlab is not installed (checked before any fit).
     imgclf.exceptions.InputError
-        If ``y`` does not match ``X`` or ``pred_probs``, a class has fewer
-        than ``cv`` images, or an option is unknown.
+        If ``y`` does not match ``X`` or ``pred_probs``, holds multi-label
+        targets, a class has fewer than ``cv`` images, or an option is unknown.
 
     See Also
     --------

@@ -431,6 +431,13 @@ def _cmd_audit(args) -> int:
         raise InputError(f"--filter {args.filter}: expected one of {', '.join(FILTERS)}.")
     if args.cv < 2:
         raise InputError(f"--cv {args.cv}: at least 2 folds (5 is usual).")
+    if args.tags_sep:
+        raise InputError(
+            "imgclf audit checks one label per image; --tags-sep (multi-label tags) is not "
+            "supported. In Python, cleanlab.filter.find_label_issues(labels, pred_probs, "
+            "multi_label=True) checks tags, given out-of-fold probabilities from "
+            "sklearn.model_selection.cross_val_predict(clf, X, Y, method='predict_proba')."
+        )
     out = check_output_file(args.out, "--out", example="suspects.csv")
     X, y = _load_data(args)
     print(f"Found {_describe_data(y)}.", flush=True)
@@ -463,8 +470,8 @@ def _cmd_audit(args) -> int:
 
 
 def _evaluate_tags(clf, X, y, args) -> int:
-    """``imgclf evaluate`` for a multi-label model: the per-label report and
-    the subset accuracy (no pictures)."""
+    """``imgclf evaluate`` for a multi-label model: the per-label report, the
+    subset accuracy and the pictures of :func:`_tag_pictures`."""
     import numpy as np
     from sklearn.metrics import accuracy_score, classification_report
 
@@ -480,11 +487,36 @@ def _evaluate_tags(clf, X, y, args) -> int:
     if clf.classes_.dtype.kind not in "OUS":
         y = [tuple(_as_model_labels(clf, np.asarray(labels, dtype=str))) for labels in y]
     truth = indicator(clf, y, len(y))
-    pred = predict(clf, _predict_proba(clf, X, "predicting", progress=args.progress))
+    proba = _predict_proba(clf, X, "predicting", progress=args.progress)
+    pred = predict(clf, proba)
     names = [str(label) for label in clf.classes_]
     print(classification_report(truth, pred, target_names=names, digits=3, zero_division=0))
     print(f"Subset accuracy (every label right): {accuracy_score(truth, pred):.3f}")
+    folder = args.plots or os.path.splitext(args.model)[0] + "-evaluation"
+    _pictures(folder, lambda f: _tag_pictures(clf, X, truth, proba, f, top=args.top))
     return 0
+
+
+def _tag_pictures(clf, X, truth, proba, folder, top: int) -> list[str]:
+    """``imgclf evaluate``'s pictures for a multi-label model: the top losses
+    (mean binary cross-entropy) and Grad-CAM of the worst few (no confusion
+    matrix: a multi-label model has one 2x2 matrix per label)."""
+    import numpy as np
+
+    from . import plot
+
+    paths = []
+    path = os.path.join(folder, "top_losses.png")
+    plot.plot_top_losses(clf, X, truth, n=top, proba=proba, path=path)
+    paths.append(path)
+    worst, _, _ = plot.top_losses(clf, X, truth, n=min(top, 8), proba=proba)
+    path = os.path.join(folder, "grad_cam.png")
+    try:
+        plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
+        paths.append(path)
+    except Exception as exc:  # a network Grad-CAM cannot read should not fail the report
+        print(f"imgclf: note: no Grad-CAM picture ({exc})", file=sys.stderr)
+    return paths
 
 
 # ---------------------------------------------------------------- parser

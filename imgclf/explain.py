@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+import imgclf._multilabel as multilabel
+
 from ._backend import get_keras, get_tf
 from ._validation import class_index as columns_of
 from .exceptions import InputError
@@ -26,14 +28,26 @@ def top_losses(estimator, X, y, *, n: int = 16, proba=None):
     The loss is the cross-entropy ``-log p(true class)``; a label the model
     was never fitted on counts as probability 0.
 
+    For a multi-label model (``estimator.multilabel_``) the loss of an image
+    is its binary cross-entropy averaged over the labels (the mean, as
+    Keras's ``binary_crossentropy`` averages; ``p`` clipped to
+    ``[1e-12, 1 - 1e-12]``): ``-log p`` for each label the image has and
+    ``-log(1 - p)`` for each it has not, ``p`` the label's column of
+    ``predict_proba``. The images are ranked by it, so an
+    image is high both for a given label the model missed and for a label it
+    is sure of that the image lacks. ``y`` is then the image's label set, as
+    ``fit`` took it: a 0/1 indicator matrix or a list of label collections.
+
     Parameters
     ----------
     estimator : fitted imgclf classifier
         The classifier whose mistakes are looked for.
     X : images or paths
         As accepted by ``estimator.predict``.
-    y : array-like of shape (n_samples,)
-        True labels.
+    y : array-like of shape (n_samples,), or multi-label targets
+        True labels; for a multi-label model a 0/1 indicator matrix of shape
+        ``(n_samples, n_labels)`` (columns in ``classes_`` order) or a list of
+        label collections.
     n : int, default=16
         How many to return.
     proba : array-like of shape (n_samples, n_classes), optional
@@ -44,14 +58,19 @@ def top_losses(estimator, X, y, *, n: int = 16, proba=None):
     index : ndarray of int
         Positions in ``X`` / ``y``.
     losses : ndarray of float
-        Their losses.
+        Their losses (multi-label: the mean binary cross-entropy over labels).
     proba : ndarray of shape (len(X), n_classes)
-        ``predict_proba(X)`` (the given ``proba`` if passed).
+        ``predict_proba(X)`` (the given ``proba`` if passed); for a
+        multi-label model each label's probability, so the predicted label
+        set of image ``i`` is ``proba[i] >= estimator.thresholds_``.
 
     Raises
     ------
     imgclf.exceptions.InputError
-        If ``X`` (or ``proba``) and ``y`` differ in length.
+        If ``X`` (or ``proba``) and ``y`` differ in length, ``y`` holds
+        multi-label targets for a single-label model or one label per image
+        for a multi-label one, or (multi-label) a label of ``y`` is not
+        among ``classes_``.
 
     See Also
     --------
@@ -69,8 +88,18 @@ def top_losses(estimator, X, y, *, n: int = 16, proba=None):
     ((5,), (50, 10), True)
     """
     check_is_fitted(estimator)
-    y = np.asarray(y)
     proba = estimator.predict_proba(X) if proba is None else np.asarray(proba)
+    truth = multilabel.tool_targets("top_losses", estimator, y, len(proba))
+    if truth is not None:
+        if proba.shape != truth.shape:
+            raise InputError(
+                f"top_losses: proba has shape {proba.shape} but y gives {truth.shape[1]} labels "
+                f"for {len(truth)} images; pass proba=estimator.predict_proba(X)."
+            )
+        losses = multilabel.bce(truth, proba).mean(axis=1)
+        order = np.argsort(-losses, kind="stable")[:n]
+        return order, losses[order], proba
+    y = np.asarray(y)
     if len(proba) != len(y):
         raise InputError(f"X/proba has {len(proba)} samples but y has {len(y)}.")
     column = columns_of(estimator.classes_, y)

@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
+import imgclf._multilabel as multilabel
+
 from ._validation import class_index
 from .exceptions import InputError
 from .explain import grad_cam, top_losses
@@ -203,14 +205,26 @@ def plot_calibration(estimator, X, y, *, n_bins: int = 15, ax=None, path=None):
     weighted by their share of the images) and the estimator's
     ``temperature_`` when it has one.
 
+    For a multi-label model (``estimator.multilabel_``) the diagram is
+    pooled over all ``n_images x n_labels`` (image, label) pairs, each a
+    yes/no prediction: its confidence is ``max(p, 1 - p)`` for the label's
+    probability ``p``, and it is right when the answer at 0.5 (yes for
+    ``p > 0.5``) matches whether the image has the label. The bars and the
+    ECE are those of a binary classifier given the pairs, so one label
+    dominating the pairs (usually "no") dominates the figure; the decision
+    rule is 0.5, not ``thresholds_``, because the diagram judges the
+    probabilities. For one curve per label, use
+    ``sklearn.calibration.calibration_curve(Y[:, j], proba[:, j])``.
+
     Parameters
     ----------
     estimator : fitted classifier with ``predict_proba`` and ``classes_``
         An imgclf classifier, or any scikit-learn one.
     X : images or paths
         As ``estimator.predict_proba`` takes them (held-out images).
-    y : array-like of shape (n,)
-        Their true labels.
+    y : array-like of shape (n,), or multi-label targets
+        Their true labels; for a multi-label model a 0/1 indicator matrix
+        (columns in ``classes_`` order) or a list of label collections.
     n_bins : int, default=15
         Number of confidence bins.
     ax : matplotlib.axes.Axes, optional
@@ -226,14 +240,16 @@ def plot_calibration(estimator, X, y, *, n_bins: int = 15, ax=None, path=None):
     Raises
     ------
     imgclf.exceptions.InputError
-        If a label of ``y`` is not among ``estimator.classes_``, or
+        If a label of ``y`` is not among ``estimator.classes_``, ``y`` is
+        multi-label for a single-label model (or the reverse), or
         ``n_bins`` is not an integer >= 1.
     """
-    from ._calibration import expected_calibration_error, reliability
-
     check_is_fitted(estimator)
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise InputError(f"plot_calibration: n_bins={n_bins!r}; expected an integer >= 1.")
+    truth = multilabel.tool_targets("plot_calibration", estimator, y, _length(X, y))
+    if truth is not None:
+        return _pooled_calibration(estimator, X, truth, n_bins, ax, path)
     y = np.asarray(y)
     columns = class_index(estimator.classes_, y)
     if (columns < 0).any():
@@ -243,6 +259,54 @@ def plot_calibration(estimator, X, y, *, n_bins: int = 15, ax=None, path=None):
             f"{estimator.classes_.tolist()[:10]}."
         )
     proba = np.asarray(estimator.predict_proba(X))
+    return _reliability_axes(
+        estimator,
+        ax,
+        proba,
+        columns,
+        n_bins,
+        path,
+        xlabel="confidence (largest probability)",
+        counted=f"{len(y)} images",
+    )
+
+
+def _length(X, y) -> int:
+    """The number of images in ``X`` (of labels in ``y`` if ``X`` has no length)."""
+    try:
+        return len(X)
+    except TypeError:
+        return len(y)
+
+
+def _pooled_calibration(estimator, X, truth, n_bins, ax, path):
+    """The reliability diagram of a multi-label model: every (image, label)
+    pair a yes/no prediction, the two probabilities ``1 - p`` and ``p``."""
+    proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    if proba.shape != truth.shape:
+        raise InputError(
+            f"plot_calibration: predict_proba gave shape {proba.shape} but y gives "
+            f"{truth.shape[1]} labels for {len(truth)} images."
+        )
+    p = proba.ravel()
+    pairs = np.stack([1 - p, p], axis=1)
+    return _reliability_axes(
+        estimator,
+        ax,
+        pairs,
+        truth.ravel(),
+        n_bins,
+        path,
+        xlabel="confidence (probability of the yes/no answer)",
+        counted=f"{truth.shape[0]} images x {truth.shape[1]} labels, pooled",
+    )
+
+
+def _reliability_axes(estimator, ax, proba, columns, n_bins, path, *, xlabel, counted):
+    """Draw the bars of :func:`plot_calibration`; ``columns`` the true column
+    of each row of ``proba``."""
+    from ._calibration import expected_calibration_error, reliability
+
     conf, acc, counts = reliability(proba, columns, n_bins)
     ece = expected_calibration_error(proba, columns, n_bins)
     if ax is None:
@@ -265,10 +329,10 @@ def plot_calibration(estimator, X, y, *, n_bins: int = 15, ax=None, path=None):
     ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (largest probability)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     temperature = getattr(estimator, "temperature_", None)
-    title = f"ECE {ece:.3f} ({len(y)} images, {n_bins} bins)"
+    title = f"ECE {ece:.3f} ({counted}, {n_bins} bins)"
     if temperature is not None:
         title += f", T = {temperature:.2f}"
     ax.set_title(title, fontsize="medium")
@@ -311,6 +375,14 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, normalize=None, path=N
     -------
     matplotlib.figure.Figure
 
+    Raises
+    ------
+    imgclf.exceptions.InputError
+        If ``y_true`` or ``y_pred`` holds multi-label targets (a 0/1
+        indicator matrix or label collections): a multi-label model has one
+        2x2 matrix per label, which
+        :func:`sklearn.metrics.multilabel_confusion_matrix` computes.
+
     Examples
     --------
     >>> from imgclf.plot import plot_confusion_matrix
@@ -320,6 +392,16 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, normalize=None, path=N
     """
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    for name, value in (("y_true", y_true), ("y_pred", y_pred)):
+        if multilabel.is_multilabel(value):
+            raise InputError(
+                f"plot_confusion_matrix: {name} holds multi-label targets (an indicator "
+                "matrix or label collections), and a confusion matrix needs one label per "
+                "image. For a multi-label model use sklearn.metrics.multilabel_confusion_"
+                "matrix(Y_true, Y_pred) (one 2x2 matrix per label, indicator matrices in "
+                "classes_ order) or sklearn.metrics.classification_report(Y_true, Y_pred).",
+                parameters=(name,),
+            )
     if labels is None:
         labels = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]))
     n = len(labels)
@@ -366,14 +448,25 @@ def plot_top_losses(
     """A grid of the worst mistakes: each image with its true and predicted
     label, their probabilities and the loss (wrong predictions titled in red).
 
+    For a multi-label model the images are those with the largest binary
+    cross-entropy averaged over labels (see
+    :func:`imgclf.explain.top_losses`), each titled with three lines: the
+    given label set, the predicted one (each label's probability against
+    ``estimator.thresholds_``; ``(none)`` for an empty set), and the loss
+    followed by the probability of the image's worst-explained label (the
+    one with the largest loss), as in ``loss 0.91, p(dog) 0.07``: low for a
+    given label missed, high for one the image lacks. A title is red when
+    the two sets differ.
+
     Parameters
     ----------
     estimator : fitted imgclf classifier
         The classifier whose mistakes are drawn.
     X : images or paths
         As accepted by ``estimator.predict``.
-    y : array-like of shape (n,)
-        True labels.
+    y : array-like of shape (n,), or multi-label targets
+        True labels; for a multi-label model a 0/1 indicator matrix
+        (columns in ``classes_`` order) or a list of label collections.
     n : int, default=16
         Number of images shown.
     proba : array-like, optional
@@ -399,9 +492,16 @@ def plot_top_losses(
     4
     """
     index, losses, proba = top_losses(estimator, X, y, n=n, proba=proba)
-    y = np.asarray(y)
     images = _for_display(estimator, estimator.network_input(_safe_indexing(X, index)))
     fig, axes = _grid(len(index), ncols)
+    if getattr(estimator, "multilabel_", False):
+        truth = multilabel.indicator(estimator, y, len(proba))
+        _title_label_sets(estimator, axes, index, losses, images, truth, proba)
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle(f"top {len(index)} losses (worst first, mean binary cross-entropy)")
+        return _save(fig, path)
+    y = np.asarray(y)
     classes = estimator.classes_.tolist()
     true_columns = class_index(estimator.classes_, y[index])
     for ax, i, column, loss, image in zip(axes, index, true_columns, losses, images, strict=False):
@@ -420,6 +520,24 @@ def plot_top_losses(
         ax.axis("off")
     fig.suptitle(f"top {len(index)} losses (worst first)")
     return _save(fig, path)
+
+
+def _title_label_sets(estimator, axes, index, losses, images, truth, proba) -> None:
+    """Multi-label top losses: each image titled with its given and predicted
+    label sets and the label whose loss is the largest, with its probability."""
+    classes = estimator.classes_.tolist()
+    pred = multilabel.predict(estimator, proba)
+    per_label = multilabel.bce(truth, proba)
+    for ax, i, loss, image in zip(axes, index, losses, images, strict=False):
+        worst = int(np.argmax(per_label[i]))
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(
+            f"given {_short(multilabel.label_set(classes, truth[i]), 16)}\n"
+            f"pred {_short(multilabel.label_set(classes, pred[i]), 17)}\n"
+            f"loss {loss:.2f}, p({_short(classes[worst], 8)}) {proba[i, worst]:.2f}",
+            fontsize="small",
+            color="tab:red" if (pred[i] != truth[i]).any() else "black",
+        )
 
 
 # --------------------------------------------------------------- label issues

@@ -22,7 +22,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+import imgclf._multilabel as multilabel
+
 from .exceptions import InputError
+
+_MULTILABEL_ADVICE = (
+    "A multi-label model answers each label yes or no against its own threshold "
+    "(thresholds_, tuned on the hold-out): to answer fewer labels, raise those thresholds, "
+    "e.g. clf.thresholds_ = np.maximum(clf.thresholds_, 0.8)."
+)
 
 
 class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -99,7 +107,8 @@ class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : array-like or sequence of paths
             Training samples, as ``estimator.fit`` takes them.
         y : array-like of shape (n,)
-            Class labels.
+            Class labels, one per image (multi-label targets, or a wrapped
+            multi-label model, are an :class:`~imgclf.exceptions.InputError`).
         **fit_params : dict
             Passed to ``estimator.fit``.
 
@@ -114,7 +123,20 @@ class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"Abstain needs a classifier with predict_proba; "
                 f"{type(self.estimator).__name__} has none."
             )
+        if multilabel.is_multilabel(y):
+            raise InputError(
+                "Abstain: y holds multi-label targets, but Abstain answers one label per "
+                f"image or {self.unknown!r}. {_MULTILABEL_ADVICE}",
+                parameters=("y",),
+            )
         self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        if getattr(self.estimator_, "multilabel_", False):
+            raise InputError(
+                f"Abstain: the wrapped {type(self.estimator_).__name__} is a multi-label "
+                f"model, but Abstain answers one label per image or {self.unknown!r}. "
+                f"{_MULTILABEL_ADVICE}",
+                parameters=("estimator",),
+            )
         self.classes_ = self.estimator_.classes_
         return self
 
@@ -169,6 +191,12 @@ class Abstain(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         float
             The (weighted) share of samples answered with their true label.
         """
+        if multilabel.is_multilabel(y):
+            raise InputError(
+                "Abstain.score: y holds multi-label targets, but Abstain answers one label per "
+                f"image or {self.unknown!r}. {_MULTILABEL_ADVICE}",
+                parameters=("y",),
+            )
         right = self.predict(X) == np.asarray(y, dtype=object)
         return float(np.average(right, weights=sample_weight))
 
@@ -265,8 +293,10 @@ def threshold_for(proba, y, *, classes=None, coverage=None, precision=None) -> f
     ------
     imgclf.exceptions.InputError
         When not exactly one of ``coverage`` and ``precision`` is given, it
-        is outside (0, 1], ``proba`` and ``y`` disagree in length, or a label
-        of ``y`` is not among ``classes``.
+        is outside (0, 1], ``proba`` and ``y`` disagree in length, a label
+        of ``y`` is not among ``classes``, or ``y`` holds multi-label
+        targets (a multi-label model's per-label ``thresholds_`` play this
+        part).
 
     Examples
     --------
@@ -288,6 +318,13 @@ def threshold_for(proba, y, *, classes=None, coverage=None, precision=None) -> f
         or not 0.0 < float(target) <= 1.0
     ):
         raise InputError(f"threshold_for: {name}={target!r}; expected a number in (0, 1].")
+    if multilabel.is_multilabel(y):
+        raise InputError(
+            "threshold_for: y holds multi-label targets (an indicator matrix or label "
+            "collections), but the threshold is on each image's largest probability, for "
+            f"Abstain's one answer per image. {_MULTILABEL_ADVICE}",
+            parameters=("y",),
+        )
     proba = np.asarray(proba, dtype=np.float64)
     y = np.asarray(y)
     if proba.ndim != 2 or len(proba) != len(y) or len(y) == 0:

@@ -324,6 +324,11 @@ def test_cli_train_and_predict_tags(tmp_path, capsys):
         == 0
     )
     assert "Subset accuracy" in capsys.readouterr().out
+    # Pictures beside the model: the top losses by binary cross-entropy, and Grad-CAM.
+    pictures = tmp_path / "ml-evaluation"
+    assert (pictures / "top_losses.png").stat().st_size > 0
+    assert (pictures / "grad_cam.png").stat().st_size > 0
+    assert not (pictures / "confusion_matrix.png").exists()
 
 
 def test_bad_saved_thresholds_refused(fitted, tmp_path):
