@@ -1,5 +1,8 @@
 """The ``imgclf`` command line: ``demo``, ``train``, ``predict``, ``evaluate``,
-``audit``, ``info`` and ``serve`` (those two in ``_servecli``).
+``audit``, ``info`` and ``serve``. This module parses the arguments and runs
+the command; the commands live by job in ``_cli_train`` (demo, train, audit),
+``_cli_predict`` (predict, evaluate) and ``_servecli`` (info, serve), with
+what they read in ``_cli_data`` and what they show in ``_cli_report``.
 
 Parsing and ``--help`` never import TensorFlow; each command imports what it
 needs when it runs. Errors print one ``imgclf: error: ...`` message and exit
@@ -10,513 +13,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import sys
 import warnings
 
+import imgclf._cli_predict as predict_commands
+import imgclf._cli_report as report
+import imgclf._cli_train as train_commands
+
 from ._servecli import add_commands
-
-# Images per predict_proba call in predict/evaluate: bounds memory on large
-# folders and paces the progress bar.
-_CHUNK = 256
-
-
-def _predict_proba(clf, X, what: str, progress: bool | None = None):
-    """``clf.predict_proba(X)`` in chunks, with a progress bar (rich's, on
-    standard error: stdout may carry a CSV) for large inputs."""
-    import numpy as np
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from sklearn.utils import _safe_indexing
-
-    n = len(X)
-    shown = n > _CHUNK if progress is None else progress
-    parts = []
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn())
-    console = Console(stderr=True)
-    with Progress(*columns, console=console, disable=not shown or n == 0) as bar:
-        task = bar.add_task(what, total=n)
-        for start in range(0, n, _CHUNK):
-            index = np.arange(start, min(start + _CHUNK, n))
-            parts.append(clf.predict_proba(_safe_indexing(X, index)))
-            bar.update(task, completed=index[-1] + 1)
-    return np.concatenate(parts) if parts else np.empty((0, len(clf.classes_)))
-
-
-def _labels(clf, proba):
-    """The predicted label of each row of ``proba``."""
-    import numpy as np
-
-    return clf.classes_[np.argmax(proba, axis=1)]
-
-
-def _load_model(path):
-    import imgclf
-    from imgclf.exceptions import PathNotFoundError
-
-    if not os.path.exists(path):
-        raise PathNotFoundError(f"No saved model at {path!r}; give the file 'imgclf train' wrote.")
-    return imgclf.load(path)
-
-
-# ------------------------------------------------------------------ data
-def _parse_map(items) -> dict | None:
-    from .exceptions import InputError
-
-    if not items:
-        return None
-    mapping = {}
-    for item in items:
-        code, sep, name = item.partition("=")
-        if not sep or not code:
-            raise InputError(f"--map {item!r}: expected CODE=NAME, e.g. --map eII='Elizabeth II'.")
-        mapping[code] = name
-    return mapping
-
-
-def _load_data(args):
-    """``(X, y)`` from DATA and the label-source options."""
-    import imgclf
-    from imgclf.exceptions import InputError
-
-    if args.map and args.prefix is None and args.pattern is None:
-        raise InputError("--map renames file-name codes; use it with --prefix or --pattern.")
-    if not args.csv and (args.delimiter or args.encoding or args.tags_sep):
-        raise InputError(
-            "--delimiter, --encoding and --tags-sep describe the --csv file; give --csv FILE."
-        )
-    if args.csv:
-        try:
-            return imgclf.load_csv(
-                args.csv,
-                _column(args.path_column),
-                _column(args.label_column),
-                root=args.data,
-                delimiter=_delimiter(args.delimiter),
-                encoding=args.encoding,
-                tags_sep=args.tags_sep,
-            )
-        except InputError as exc:
-            if not {"delimiter", "encoding"} & set(exc.parameters):
-                raise
-            # The library's advice names Python arguments; say the flags too.
-            raise InputError(
-                f"{exc}\nOn the command line: --delimiter CHAR, --encoding NAME."
-            ) from exc
-    if args.prefix is not None or args.pattern is not None:
-        return imgclf.load_filenames(
-            args.data,
-            prefix_length=args.prefix,
-            pattern=args.pattern,
-            mapping=_parse_map(args.map),
-        )
-    return imgclf.load_folder(args.data)
-
-
-def _delimiter(text) -> str:
-    """``--delimiter``: a character, or ``tab`` / ``\\t`` (a shell passes the
-    two characters) for a tab."""
-    if text is None:
-        return ","
-    return "\t" if text.lower() in ("tab", "\\t") else text
-
-
-def _as_model_labels(clf, y):
-    """Labels read from folder or file names are text; a model fitted in
-    Python may have numbers as classes (``[0, 1, 2]``): "0" is then 0."""
-    import numpy as np
-
-    from .exceptions import InputError
-
-    if clf.classes_.dtype.kind in "OUS":
-        return y
-    by_text = {str(label): label for label in clf.classes_.tolist()}
-    unknown = sorted(set(y.tolist()) - set(by_text))
-    if unknown:
-        raise InputError(
-            f"The labels {unknown[:10]} are not among the model's classes "
-            f"{clf.classes_.tolist()[:20]}, which are numbers: give the images' labels as those "
-            "numbers (the class folders or the CSV's label column)."
-        )
-    return np.asarray([by_text[label] for label in y.tolist()])
-
-
-def _column(value):
-    """A CSV column given on the command line: a name, or a 0-based position."""
-    return int(value) if value is not None and value.isdigit() else value
-
-
-def _describe_data(y) -> str:
-    import numpy as np
-
-    from ._multilabel import is_multilabel
-
-    if is_multilabel(y):
-        tags = [label for labels in y.tolist() for label in labels]
-        labels, counts = np.unique(np.asarray(tags, dtype=str), return_counts=True)
-        shown = ", ".join(f"{label} ({count})" for label, count in zip(labels, counts, strict=True))
-        return f"{len(y)} images with {len(labels)} labels (multi-label): {shown}"
-    labels, counts = np.unique(y, return_counts=True)
-    shown = ", ".join(f"{label} ({count})" for label, count in zip(labels, counts, strict=True))
-    return f"{len(y)} images in {len(labels)} classes: {shown}"
-
-
-def _image_files(inputs) -> list[str]:
-    """Files as given, folders searched recursively for image files, in order."""
-    from ._scan import list_image_files
-    from .exceptions import InputError, PathNotFoundError
-
-    files = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = list_image_files(item, recursive=True)
-            if not found:
-                raise InputError(f"No image files in the folder {item!r}.")
-            files += found
-        elif os.path.exists(item):  # a FIFO or device too: the scan reports it
-            files.append(item)
-        else:
-            raise PathNotFoundError(f"No such file or folder: {item!r}.")
-    return files
-
-
-# -------------------------------------------------------------- pictures
-def _pictures(folder, draw) -> list[str]:
-    """Run ``draw(folder)`` (which returns written paths); without matplotlib
-    say how to get pictures instead of failing the command."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print(
-            "imgclf: note: pictures skipped, matplotlib is not installed "
-            "(pip install 'imgclf[plot]').",
-            file=sys.stderr,
-        )
-        return []
-    os.makedirs(folder, exist_ok=True)
-    written = draw(folder)
-    if written:
-        print(f"Saved pictures to {folder}{os.sep}:")
-        for path in written:
-            print(f"  {path}")
-    return written
-
-
-def _evaluation_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
-    import numpy as np
-
-    from . import plot
-
-    pred = _labels(clf, proba)
-    paths = []
-    path = os.path.join(folder, "confusion_matrix.png")
-    labels = np.unique(np.concatenate([clf.classes_, np.unique(y)]))
-    plot.plot_confusion_matrix(y, pred, labels=labels, path=path)
-    paths.append(path)
-    path = os.path.join(folder, "top_losses.png")
-    plot.plot_top_losses(clf, X, y, n=top, proba=proba, path=path)
-    paths.append(path)
-    worst, _, _ = plot.top_losses(clf, X, y, n=min(top, 8), proba=proba)
-    path = os.path.join(folder, "grad_cam.png")
-    try:
-        plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
-        paths.append(path)
-    except Exception as exc:  # a network Grad-CAM cannot read should not fail the report
-        print(f"imgclf: note: no Grad-CAM picture ({exc})", file=sys.stderr)
-    return paths
-
-
-# -------------------------------------------------------------- commands
-def _cmd_demo(args) -> int:
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.metrics import classification_report
-    from sklearn.model_selection import train_test_split
-
-    from .cnn import CNNClassifier
-
-    digits = load_digits()
-    X, y = digits.images, digits.target
-    if args.fast:
-        keep = np.flatnonzero(y < 4)[:400]
-        X, y = X[keep], y[keep]
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    print(
-        f"imgclf demo: scikit-learn's handwritten digits, {len(X_tr)} training and "
-        f"{len(X_te)} test images of 8x8 pixels, {len(np.unique(y))} classes.",
-        flush=True,
-    )
-    epochs = 15 if args.fast else "auto"  # the default: about 1,600 steps, 21 epochs here
-    clf = CNNClassifier(epochs=epochs, random_state=0, verbose=args.verbose).fit(X_tr, y_tr)
-    print(f"Trained {len(clf.history_['loss'])} epochs.")
-    proba = clf.predict_proba(X_te)
-    print(classification_report(y_te, _labels(clf, proba), digits=3))
-    print(f"Test accuracy: {clf.score(X_te, y_te):.3f}")
-    if args.out:
-        clf.save(args.out)
-        print(f"Saved the model to {args.out}")
-    if args.plots:
-
-        def draw(folder):
-            from . import plot
-
-            path = os.path.join(folder, "learning_curves.png")
-            plot.plot_learning_curves(clf, path=path)
-            return [path, *_evaluation_pictures(clf, X_te, y_te, proba, folder, top=16)]
-
-        _pictures(args.plots, draw)
-    return 0
-
-
-def _estimator(args):
-    import imgclf
-    from imgclf.exceptions import InputError
-
-    common = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "image_size": args.image_size,
-        "augment": args.augment,
-        "validation_fraction": args.validation_fraction,
-    }
-    params = {k: v for k, v in common.items() if v is not None}
-    if args.lr_schedule is not None:
-        params["lr_schedule"] = None if args.lr_schedule == "none" else args.lr_schedule
-    params.update(random_state=args.seed, verbose=0 if args.quiet else 1)
-    if args.model == "cnn":
-        if args.backbone or args.weights or args.fine_tune_epochs is not None:
-            raise InputError(
-                "--backbone, --weights and --fine-tune-epochs are for --model transfer."
-            )
-        return imgclf.CNNClassifier(**params)
-    params["backbone"] = args.backbone or "mobilenet_v2"
-    weights = args.weights or "imagenet"
-    params["weights"] = None if weights.lower() == "none" else weights
-    if args.fine_tune_epochs is not None:
-        params["fine_tune_epochs"] = args.fine_tune_epochs
-    return imgclf.TransferClassifier(**params)
-
-
-def _cmd_train(args) -> int:
-
-    from .exceptions import InputError
-
-    clf = _estimator(args)  # option mistakes first, before scanning a large folder
-    X, y = _load_data(args)
-    print(f"Found {_describe_data(y)}.", flush=True)
-    try:
-        clf.fit(X, y)
-    except InputError as exc:
-        if "weights" not in exc.parameters:
-            raise
-
-        # The library's advice names Python arguments; say the flags too.
-        raise InputError(f"{exc}\nOn the command line: --weights PATH, or --weights none.") from exc
-    history = clf.history_
-    n_epochs = len(history["loss"])
-    # Multi-label: the share of right yes/no label decisions at 0.5.
-    accuracy = "label accuracy" if getattr(clf, "multilabel_", False) else "accuracy"
-    if history.get("val_accuracy"):
-        best = clf.best_epoch_  # the epoch whose weights the estimator kept
-        print(
-            f"Trained {n_epochs} epochs; validation {accuracy} "
-            f"{history['val_accuracy'][best]:.3f} "
-            f"(epoch {best + 1}, the weights kept)."
-        )
-    else:
-        why = (
-            "--validation-fraction 0"
-            if args.validation_fraction == 0
-            else "fewer than 5 images per class would be held out"
-        )
-        print(
-            f"Trained {n_epochs} epochs; training {accuracy} {history['accuracy'][-1]:.3f} "
-            f"(no validation hold-out: {why})."
-        )
-    clf.save(args.out)
-    print(f"Saved the model to {args.out}")
-    if args.plots:
-
-        def draw(folder):
-            from . import plot
-
-            path = os.path.join(folder, "learning_curves.png")
-            plot.plot_learning_curves(clf, path=path)
-            return [path]
-
-        _pictures(args.plots, draw)
-    return 0
-
-
-def _cmd_predict(args) -> int:
-
-    from ._scan import screen
-
-    clf = _load_model(args.model)
-    files = screen(_image_files(args.inputs), on_bad_file="skip", source="imgclf predict").paths
-    proba = _predict_proba(clf, files, "predicting", progress=args.progress)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    if getattr(clf, "multilabel_", False):
-        return _write_tags(writer, clf, files, proba, args)
-    labels = _labels(clf, proba)
-    header = ["path", "label", "probability"]
-    if args.proba:
-        header += [f"proba_{label}" for label in clf.classes_]
-    writer.writerow(header)
-    for path, label, p in zip(files, labels, proba, strict=True):
-        row = [path, label, f"{p.max():.6f}"]
-        if args.proba:
-            row += [f"{v:.6f}" for v in p]
-        writer.writerow(row)
-    sys.stdout.flush()
-    return 0
-
-
-def _write_tags(writer, clf, files, proba, args) -> int:
-    """``imgclf predict`` for a multi-label model: each image's labels joined
-    by ``--tags-sep`` (none: an empty cell)."""
-    from ._multilabel import join_tags, predict
-
-    header = ["path", "labels"]
-    if args.proba:
-        header += [f"proba_{label}" for label in clf.classes_]
-    writer.writerow(header)
-    for path, row, p in zip(files, predict(clf, proba), proba, strict=True):
-        line = [path, join_tags(clf.classes_, row, args.tags_sep or ";")]
-        if args.proba:
-            line += [f"{v:.6f}" for v in p]
-        writer.writerow(line)
-    sys.stdout.flush()
-    return 0
-
-
-def _cmd_evaluate(args) -> int:
-    import numpy as np
-    from sklearn.metrics import accuracy_score, classification_report
-
-    clf = _load_model(args.model)
-    X, y = _load_data(args)
-    if getattr(clf, "multilabel_", False) or args.tags_sep:
-        return _evaluate_tags(clf, X, y, args)
-    y = _as_model_labels(clf, y)
-    print(f"Evaluating on {_describe_data(y)}.", flush=True)
-    unknown = sorted(set(np.unique(y).tolist()) - set(clf.classes_.tolist()))
-    if unknown:
-        print(
-            f"imgclf: warning: labels {unknown} were not among the model's classes "
-            f"{clf.classes_.tolist()}; their images are always counted as mistakes.",
-            file=sys.stderr,
-        )
-    proba = _predict_proba(clf, X, "predicting", progress=args.progress)
-    pred = _labels(clf, proba)
-    print(classification_report(y, pred, digits=3, zero_division=0))
-    print(f"Accuracy: {accuracy_score(y, pred):.3f}")
-    folder = args.plots or os.path.splitext(args.model)[0] + "-evaluation"
-    _pictures(folder, lambda f: _evaluation_pictures(clf, X, y, proba, f, top=args.top))
-    return 0
-
-
-def _cmd_audit(args) -> int:
-    from collections import Counter
-
-    from ._pathargs import check_output_file
-    from .audit import FILTERS, find_label_issues
-    from .exceptions import InputError
-
-    # Option mistakes first, before scanning a large folder.
-    clf = _estimator(args)
-    if args.filter not in FILTERS:
-        raise InputError(f"--filter {args.filter}: expected one of {', '.join(FILTERS)}.")
-    if args.cv < 2:
-        raise InputError(f"--cv {args.cv}: at least 2 folds (5 is usual).")
-    if args.tags_sep:
-        raise InputError(
-            "imgclf audit checks one label per image; --tags-sep (multi-label tags) is not "
-            "supported. In Python, cleanlab.filter.find_label_issues(labels, pred_probs, "
-            "multi_label=True) checks tags, given out-of-fold probabilities from "
-            "sklearn.model_selection.cross_val_predict(clf, X, Y, method='predict_proba')."
-        )
-    out = check_output_file(args.out, "--out", example="suspects.csv")
-    X, y = _load_data(args)
-    print(f"Found {_describe_data(y)}.", flush=True)
-    print(f"Fitting {args.cv} models, each judging the images it was not trained on...", flush=True)
-    issues = find_label_issues(clf, X, y, cv=args.cv, filter_by=args.filter)
-    issues.to_csv(out)
-    share = 100 * len(issues) / len(y)
-    print(f"{len(issues)} of {len(y)} labels look wrong ({share:.1f} %).")
-    if len(issues):
-        by_label = Counter(str(label) for label in issues.given_label.tolist())
-        print("By given label: " + ", ".join(f"{k} ({v})" for k, v in by_label.most_common()))
-        print("Worst (given -> suggested, label quality):")
-        for row in issues.rows()[: args.show]:
-            print(
-                f"  {row['path']}: {row['given_label']} -> {row['suggested_label']} "
-                f"({row['label_quality']:.3f})"
-            )
-    print(f"Wrote the suspects to {out} (path, given_label, suggested_label, label_quality).")
-    if args.plots and len(issues):
-
-        def draw(folder):
-            from . import plot
-
-            path = os.path.join(folder, "label_issues.png")
-            plot.plot_label_issues(issues, n=args.top, path=path)
-            return [path]
-
-        _pictures(args.plots, draw)
-    return 0
-
-
-def _evaluate_tags(clf, X, y, args) -> int:
-    """``imgclf evaluate`` for a multi-label model: the per-label report, the
-    subset accuracy and the pictures of :func:`_tag_pictures`."""
-    import numpy as np
-    from sklearn.metrics import accuracy_score, classification_report
-
-    from ._multilabel import indicator, predict
-    from .exceptions import InputError
-
-    if not getattr(clf, "multilabel_", False) or not args.tags_sep:
-        raise InputError(
-            "A multi-label model is evaluated on a --csv FILE whose label column holds tags: "
-            "give --tags-sep CHAR (and only for a multi-label model)."
-        )
-    print(f"Evaluating on {_describe_data(y)}.", flush=True)
-    if clf.classes_.dtype.kind not in "OUS":
-        y = [tuple(_as_model_labels(clf, np.asarray(labels, dtype=str))) for labels in y]
-    truth = indicator(clf, y, len(y))
-    proba = _predict_proba(clf, X, "predicting", progress=args.progress)
-    pred = predict(clf, proba)
-    names = [str(label) for label in clf.classes_]
-    print(classification_report(truth, pred, target_names=names, digits=3, zero_division=0))
-    print(f"Subset accuracy (every label right): {accuracy_score(truth, pred):.3f}")
-    folder = args.plots or os.path.splitext(args.model)[0] + "-evaluation"
-    _pictures(folder, lambda f: _tag_pictures(clf, X, truth, proba, f, top=args.top))
-    return 0
-
-
-def _tag_pictures(clf, X, truth, proba, folder, top: int) -> list[str]:
-    """``imgclf evaluate``'s pictures for a multi-label model: the top losses
-    (mean binary cross-entropy) and Grad-CAM of the worst few (no confusion
-    matrix: a multi-label model has one 2x2 matrix per label)."""
-    import numpy as np
-
-    from . import plot
-
-    paths = []
-    path = os.path.join(folder, "top_losses.png")
-    plot.plot_top_losses(clf, X, truth, n=top, proba=proba, path=path)
-    paths.append(path)
-    worst, _, _ = plot.top_losses(clf, X, truth, n=min(top, 8), proba=proba)
-    path = os.path.join(folder, "grad_cam.png")
-    try:
-        plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
-        paths.append(path)
-    except Exception as exc:  # a network Grad-CAM cannot read should not fail the report
-        print(f"imgclf: note: no Grad-CAM picture ({exc})", file=sys.stderr)
-    return paths
 
 
 # ---------------------------------------------------------------- parser
@@ -659,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the pictures (default: %(default)s); '' for none",
     )
     demo.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=train_commands.run_demo)
 
     train = sub.add_parser(
         "train", parents=[debug], help="train a classifier on a folder of images and save it"
@@ -671,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--plots", metavar="DIR", help="also save the learning curves there")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=train_commands.run_train)
 
     predict = sub.add_parser(
         "predict",
@@ -693,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-label models: the separator of the labels in the 'labels' column (default ';')",
     )
     _progress_option(predict)
-    predict.set_defaults(func=_cmd_predict)
+    predict.set_defaults(func=predict_commands.run_predict)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -711,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=int, default=16, metavar="N", help="images in the top-losses grid"
     )
     _progress_option(evaluate)
-    evaluate.set_defaults(func=_cmd_evaluate)
+    evaluate.set_defaults(func=predict_commands.run_evaluate)
 
     audit = sub.add_parser(
         "audit",
@@ -753,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="images in the picture (default: %(default)s)",
     )
     audit.add_argument("--quiet", action="store_true", help="no progress bars")
-    audit.set_defaults(func=_cmd_audit)
+    audit.set_defaults(func=train_commands.run_audit)
     add_commands(sub, debug)  # info, serve
     return parser
 
@@ -763,7 +268,7 @@ def _progress_option(parser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help=f"progress bar on stderr (default: when there are more than {_CHUNK} images)",
+        help=f"progress bar on stderr (default: when there are more than {report.CHUNK} images)",
     )
 
 

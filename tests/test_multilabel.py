@@ -191,13 +191,13 @@ def test_warm_start_keeps_the_kind(data):
 
 @pytest.mark.slow
 def test_transfer_head_on_cached_features(tiny_backbone, data, monkeypatch):
-    import imgclf._base
+    import imgclf._stagerun
 
     (X, Y), (X_test, _) = data
     light_loops = []
-    fit_vectors = imgclf._base.fit_vectors
+    fit_vectors = imgclf._stagerun.fit_vectors
     monkeypatch.setattr(
-        imgclf._base,
+        imgclf._stagerun,
         "fit_vectors",
         lambda *a, **k: light_loops.append(1) or fit_vectors(*a, **k),
     )

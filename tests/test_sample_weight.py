@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-import imgclf._base
+import imgclf._fitprep
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import resolve_seed
 from imgclf.exceptions import InputError
@@ -111,13 +111,13 @@ def test_transfer_with_memory_carries_the_weights(halves, tiny_transfer, compute
 def test_grid_search_passes_sample_weight(halves, monkeypatch):
     X, y, weight = halves
     seen = []
-    check = imgclf._base.check_sample_weight
+    check = imgclf._fitprep.check_sample_weight
 
     def spy(estimator, sample_weight, n):
         seen.append(None if sample_weight is None else np.asarray(sample_weight).copy())
         return check(estimator, sample_weight, n)
 
-    monkeypatch.setattr(imgclf._base, "check_sample_weight", spy)
+    monkeypatch.setattr(imgclf._fitprep, "check_sample_weight", spy)
     weight = weight + np.arange(len(y)) / 1000  # each weight its own value
     search = GridSearchCV(CNNClassifier(**{**CNN, "epochs": 1}), {"filters": [4]}, cv=2)
     search.fit(X, y, sample_weight=weight)

@@ -161,7 +161,7 @@ def test_sample_weight_multiplies_class_weight():
 def test_transfer_frozen_stage_uses_it(monkeypatch):
     """TransferClassifier's head-on-features stage goes through the loop, with
     the constant-rate callback (no batch hooks, so one traced call an epoch)."""
-    import imgclf._base as base
+    import imgclf._stagerun as stagerun
     from imgclf import TransferClassifier
 
     calls = []
@@ -170,7 +170,7 @@ def test_transfer_frozen_stage_uses_it(monkeypatch):
         calls.append([type(c).__name__ for c in kwargs["callbacks"]])
         return fit_vectors(model, **kwargs)
 
-    monkeypatch.setattr(base, "fit_vectors", spy)
+    monkeypatch.setattr(stagerun, "fit_vectors", spy)
     rng = np.random.default_rng(0)
     X = rng.random((40, 32, 32, 3), dtype=np.float32)
     y = np.repeat([0, 1], 20)
