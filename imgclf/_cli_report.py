@@ -86,8 +86,6 @@ def evaluation_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
     return paths
 
 
-
-
 def tag_pictures(clf, X, truth, proba, folder, top: int) -> list[str]:
     """``imgclf evaluate``'s pictures for a multi-label model: the top losses
     (mean binary cross-entropy) and Grad-CAM of the worst few (no confusion
