@@ -21,6 +21,7 @@ from ._featkeys import (
     image_keys,
     open_store,
 )
+from ._fold import inference_copy
 from ._inference import feature_model
 from ._multilabel import output_activation
 from ._netparts import (
@@ -650,9 +651,17 @@ class TransferClassifier(BaseImageClassifier):
             # predict may read these features while the backbone stays as it is.
             self.__dict__["_memory_key"] = store.network
 
+        # The features are computed by a copy with BatchNorm folded into the
+        # convolutions (made on the first image not in the store): the
+        # backbone is frozen here, so the copy computes the same features
+        # with fewer passes over memory. The store's key is the original's.
+        fast = []
+
         def features(part: np.ndarray) -> np.ndarray:
             def compute(subset: Images, rows: np.ndarray) -> np.ndarray:
-                return self._computed_features(extractor, subset, y_enc[part[rows]])
+                if not fast:
+                    fast.append(inference_copy(extractor))
+                return self._computed_features(fast[0], subset, y_enc[part[rows]])
 
             return self._features_of(images.subset(part), store, compute)
 
