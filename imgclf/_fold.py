@@ -34,9 +34,12 @@ variable with the original: changing one changes nothing in the other.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ._backend import get_keras, get_tf
+from ._digests import weights_digest
 
 
 def inference_copy(model):
@@ -55,6 +58,24 @@ def inference_copy(model):
         return fold_batchnorm(model)
     except Exception:
         return model
+
+
+#: Per network: (digest of its weights, its folded copy or None for itself).
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def kept_inference_copy(model):
+    """:func:`inference_copy` of ``model``, made once and kept for later calls
+    while ``model``'s weights stay as they are (a digest of them is checked on
+    every call: trained or edited weights get a new copy), and no longer than
+    ``model`` lives."""
+    digest = weights_digest(model)
+    kept = _KEPT.get(model)
+    if kept is not None and kept[0] == digest:
+        return model if kept[1] is None else kept[1]
+    copy = inference_copy(model)
+    _KEPT[model] = (digest, None if copy is model else copy)  # no reference to the key
+    return copy
 
 
 def foldable_pairs(model) -> list[tuple]:
@@ -221,4 +242,10 @@ def _pair_fits(conv, bn) -> bool:
     return int(bn.axis) % rank == channel_axis
 
 
-__all__ = ["fold_batchnorm", "foldable_pairs", "folded_weights", "inference_copy"]
+__all__ = [
+    "fold_batchnorm",
+    "foldable_pairs",
+    "folded_weights",
+    "inference_copy",
+    "kept_inference_copy",
+]

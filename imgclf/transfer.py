@@ -21,7 +21,7 @@ from ._featkeys import (
     image_keys,
     open_store,
 )
-from ._fold import inference_copy
+from ._fold import inference_copy, kept_inference_copy
 from ._inference import feature_model
 from ._multilabel import output_activation
 from ._netparts import (
@@ -52,6 +52,11 @@ from ._trainingdata import TrainingData
 from ._validation import Images, image_size_tuple
 from .backbones import Backbone, input_shape, shared_backbones, unfreeze_top
 from .exceptions import InputError
+
+#: ``transform`` runs a copy of the network with BatchNorm folded for this
+#: many images or more (fewer: the network as it is, whose weights need no
+#: digest and no copy).
+FOLD_MIN_IMAGES = 32
 
 
 class TransferClassifier(BaseImageClassifier):
@@ -761,6 +766,16 @@ class TransferClassifier(BaseImageClassifier):
             return super()._transform(images)
         base = super()._transform
         return features_of(images, store, lambda subset, _: base(subset))
+
+    def _transform_network(self, images: Images):
+        """``model_`` to its features, with BatchNorm folded (see
+        :mod:`imgclf._fold`) for :data:`FOLD_MIN_IMAGES` images or more: the
+        copy is made once per ``model_`` and kept while its weights stay as
+        they are."""
+        network = super()._transform_network(images)
+        if len(images) < FOLD_MIN_IMAGES:
+            return network
+        return kept_inference_copy(network)
 
     def _transform_store(self, images: Images):
         """The ``memory`` store of ``model_``'s features as ``transform``

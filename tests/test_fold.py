@@ -262,3 +262,40 @@ def test_efficientnet_lite0_folded_features_match():
         extractor.predict(x, verbose=0),
         rtol=1e-4,
     )
+
+
+def test_transform_runs_the_kept_folded_copy_while_the_weights_stay(small_digits):
+    from imgclf._inference import feature_model
+    from imgclf.transfer import FOLD_MIN_IMAGES
+
+    X, y = small_digits
+    clf = TransferClassifier(
+        backbone=batchnorm_backbone(), image_size=16, epochs=1, fine_tune_epochs=0, random_state=0
+    ).fit(X[:100], y[:100])
+    plain = feature_model(clf.model_, "features")
+    few, many = X[:5], X[: FOLD_MIN_IMAGES + 8]
+    assert_same(clf.transform(few), plain.predict(clf.network_input(few), verbose=0))
+    assert plain not in fold._KEPT  # too few images to pay for a copy
+    first = clf.transform(many)
+    assert_same(first, plain.predict(clf.network_input(many), verbose=0))
+    copy = fold._KEPT[plain][1]
+    assert copy is not None and fold.kept_inference_copy(plain) is copy  # kept
+    # Weights changed by hand: the kept copy is stale and not used.
+    conv = [la for la in _all_layers(clf.model_) if type(la) is layers.Conv2D][-1]
+    conv.bias.assign(conv.bias.numpy() + 1.0)  # the last convolution's: no ReLU after it
+    second = clf.transform(many)
+    assert_same(second, plain.predict(clf.network_input(many), verbose=0))
+    assert np.abs(second - first).max() > 1e-2
+    assert fold._KEPT[plain][1] is not copy
+
+
+def test_a_kept_copy_lives_no_longer_than_its_network():
+    import gc
+    import weakref
+
+    model = batchnorm_backbone()
+    assert fold.kept_inference_copy(model) is not model
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
