@@ -100,6 +100,14 @@ def main():
     )
     parser.add_argument("--fit-repeats", type=int, default=3)
     parser.add_argument(
+        "--transform",
+        type=int,
+        metavar="IMAGES",
+        help="also time a fitted TransferClassifier's transform of this many Fashion-MNIST "
+        "images, folded and unfolded (--fit-repeats calls of each, alternating, after a first "
+        "call of each that traces the network and makes the folded copy)",
+    )
+    parser.add_argument(
         "--ops",
         action="store_true",
         help="print the kernels one traced call runs (after TensorFlow's graph rewrites), "
@@ -211,6 +219,8 @@ def main():
         per_layer(base, args.per_layer, args.repeats)
     if args.fit:
         fits(args.backbone, args.fit, args.fit_repeats)
+    if args.transform:
+        transforms(args.backbone, args.transform, args.fit_repeats)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
 
 
@@ -245,6 +255,43 @@ def executed_ops(network, x) -> str:
                     kinds[name.rsplit(":", 1)[1]] += 1
     kinds.pop("ReadVariableOp", None)
     return ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+
+
+def transforms(backbone: str, count: int, repeats: int) -> None:
+    """Wall and CPU seconds of ``transform`` of ``count`` images, folded and
+    unfolded (``FOLD_MIN_IMAGES`` raised above ``count``), alternating;
+    the first call of each side (tracing, and the copy) is reported apart."""
+    import imgclf.transfer as transfer
+    from imgclf import TransferClassifier
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _datasets import load_fashion_mnist
+
+    X, y, X_test, _ = load_fashion_mnist()
+    clf = TransferClassifier(backbone=backbone, fine_tune_epochs=0, epochs=1, random_state=0)
+    clf.fit(X[:100], y[:100])
+    images = X_test[:count]
+    threshold = transfer.FOLD_MIN_IMAGES
+    times = {"unfolded": ([], []), "folded": ([], [])}
+    for r in range(repeats + 1):
+        for name in ("unfolded", "folded") if r % 2 == 0 else ("folded", "unfolded"):
+            transfer.FOLD_MIN_IMAGES = threshold if name == "folded" else count + 1
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            clf.transform(images)
+            wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+            if r == 0:
+                print(f"    first transform, {name}: {wall:.2f} s wall / {cpu:.2f} s CPU")
+            else:
+                times[name][0].append(wall)
+                times[name][1].append(cpu)
+    transfer.FOLD_MIN_IMAGES = threshold
+    print(f"  transform of {count} Fashion-MNIST images at {clf.image_size_[0]} px, later calls:")
+    for name, (walls, cpus) in times.items():
+        print(
+            f"    {name:9s}: median {statistics.median(walls):.2f} s wall / "
+            f"{statistics.median(cpus):.2f} s CPU (of {len(walls)}), "
+            f"{count / statistics.median(cpus):.1f} images per CPU-second"
+        )
 
 
 def fits(backbone: str, count: int, repeats: int) -> None:
