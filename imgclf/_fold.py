@@ -132,7 +132,7 @@ def fold_batchnorm(model):
             continue
         if id(layer) in convs:
             twin.set_weights(folded_weights(*convs[id(layer)]))
-        elif layer.weights:
+        elif getattr(layer, "weights", None):  # not a bare operation, such as x + y
             twin.set_weights(layer.get_weights())
     return copy
 

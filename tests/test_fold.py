@@ -161,6 +161,56 @@ def test_nested_backbone_in_an_extractor_and_the_original_untouched():
     np.testing.assert_array_equal(extractor.predict(x, verbose=0), expected)
 
 
+def test_bare_operations_in_the_graph_are_copied():
+    """``x + y`` and ``keras.ops`` calls on Keras tensors (as MobileNetV3 and
+    EfficientNet write them) are operations without weights, not layers."""
+    inputs = keras.Input((16, 16, 4))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = keras.ops.relu6(x + 3.0) / 6.0 * x + inputs  # hard swish, and a residual
+    model = randomize_batchnorms(keras.Model(inputs, x))
+    folded = fold.fold_batchnorm(model)
+    assert folded is not model
+    x = images(2, 16, channels=4)
+    assert_same(folded(x), model(x))
+
+
+def mild_batchnorms(model, seed=0):
+    """BatchNorm statistics and scales near a trained network's: random ones
+    far from them make a deep network chaotic (float32 rounding alone then
+    moves its output by percents)."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            values = []
+            for w in layer.weights:
+                if "variance" in w.path:
+                    values.append(rng.uniform(0.5, 2.0, w.shape))
+                elif "gamma" in w.path:
+                    values.append(rng.uniform(0.5, 1.5, w.shape))
+                else:
+                    values.append(rng.normal(0.0, 0.1, w.shape))
+            layer.set_weights([v.astype(np.float32) for v in values])
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50_v2", "densenet121"]
+)
+def test_registry_backbones_fold_to_the_same_features(name):
+    from imgclf.backbones import get_backbone
+
+    entry = get_backbone(name)
+    inputs = keras.Input((32, 32, 3))
+    x = entry.build((32, 32, 3), None)(entry.preprocess_layers(inputs), training=False)
+    extractor = mild_batchnorms(keras.Model(inputs, layers.GlobalAveragePooling2D()(x)))
+    folded = fold.fold_batchnorm(extractor)
+    assert fold.foldable_pairs(extractor)
+    x = images(2, 32) * 0.5 + 0.5
+    assert_same(folded.predict(x, verbose=0), extractor.predict(x, verbose=0))
+
+
 def test_nothing_to_fold_returns_the_model_itself(tiny_backbone):
     assert fold.fold_batchnorm(tiny_backbone) is tiny_backbone
 
