@@ -279,7 +279,7 @@ def executed_ops(network, x) -> str:
 
 def transforms(backbone: str, count: int, repeats: int) -> None:
     """Wall and CPU seconds of ``transform`` of ``count`` images, folded and
-    unfolded (``FOLD_MIN_IMAGES`` raised above ``count``), alternating;
+    unfolded (``FOLD_MIN_PIXELS`` raised above theirs), alternating;
     the first call of each side (tracing, and the copy) is reported apart."""
     import imgclf.transfer as transfer
     from imgclf import TransferClassifier
@@ -291,11 +291,11 @@ def transforms(backbone: str, count: int, repeats: int) -> None:
     clf = TransferClassifier(backbone=backbone, fine_tune_epochs=0, epochs=1, random_state=0)
     clf.fit(X[:100], y[:100])
     images = X_test[:count]
-    threshold = transfer.FOLD_MIN_IMAGES
+    threshold = transfer.FOLD_MIN_PIXELS
     times = {"unfolded": ([], []), "folded": ([], [])}
     for r in range(repeats + 1):
         for name in ("unfolded", "folded") if r % 2 == 0 else ("folded", "unfolded"):
-            transfer.FOLD_MIN_IMAGES = threshold if name == "folded" else count + 1
+            transfer.FOLD_MIN_PIXELS = threshold if name == "folded" else 2**62
             wall, cpu = time.perf_counter(), cpu_seconds()
             clf.transform(images)
             wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
@@ -304,7 +304,7 @@ def transforms(backbone: str, count: int, repeats: int) -> None:
             else:
                 times[name][0].append(wall)
                 times[name][1].append(cpu)
-    transfer.FOLD_MIN_IMAGES = threshold
+    transfer.FOLD_MIN_PIXELS = threshold
     print(f"  transform of {count} Fashion-MNIST images at {clf.image_size_[0]} px, later calls:")
     for name, (walls, cpus) in times.items():
         print(

@@ -265,8 +265,12 @@ def batchnorm_backbone(channels=1):
 def test_fit_features_are_the_unfolded_ones_and_the_cache_keys_the_original(
     small_digits, monkeypatch, tmp_path
 ):
+    import imgclf.transfer as transfer
+
     X, y = small_digits
     X, y = X[:200], y[:200]  # a 20-image hold-out
+    # Exactly the 180 training images' pixels: enough to fold.
+    monkeypatch.setattr(transfer, "FOLD_MIN_PIXELS", 180 * 16 * 16)
     seen = []
     original = TransferClassifier._computed_features
 
@@ -306,6 +310,29 @@ def test_fit_features_are_the_unfolded_ones_and_the_cache_keys_the_original(
     )
 
 
+def test_a_fit_on_fewer_pixels_than_a_copy_pays_for_runs_the_backbone_as_it_is(
+    small_digits, monkeypatch
+):
+    import imgclf.transfer as transfer
+
+    X, y = small_digits
+    used = []
+    original = TransferClassifier._computed_features
+
+    def spying(self, extractor, images, y_enc):
+        used.append(extractor)
+        return original(self, extractor, images, y_enc)
+
+    monkeypatch.setattr(TransferClassifier, "_computed_features", spying)
+    monkeypatch.setattr(transfer, "FOLD_MIN_PIXELS", 180 * 16 * 16 + 1)
+    TransferClassifier(
+        backbone=batchnorm_backbone(), image_size=16, epochs=1, fine_tune_epochs=0, random_state=0
+    ).fit(X[:200], y[:200])
+    assert len(used) == 2
+    for extractor in used:
+        assert "BatchNormalization" in {type(la).__name__ for la in _all_layers(extractor)}
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_folded_features_match(monkeypatch, tmp_path):
     """Real ImageNet weights (imgclf[lite]): the folded extractor's features."""
@@ -335,18 +362,19 @@ def test_efficientnet_lite0_folded_features_match(monkeypatch, tmp_path):
     )
 
 
-def test_transform_runs_the_kept_folded_copy_while_the_weights_stay(small_digits):
+def test_transform_runs_the_kept_folded_copy_while_the_weights_stay(small_digits, monkeypatch):
+    import imgclf.transfer as transfer
     from imgclf._inference import feature_model
-    from imgclf.transfer import FOLD_MIN_IMAGES
 
+    monkeypatch.setattr(transfer, "FOLD_MIN_PIXELS", 32 * 16 * 16)  # 32 images of 16x16
     X, y = small_digits
     clf = TransferClassifier(
         backbone=batchnorm_backbone(), image_size=16, epochs=1, fine_tune_epochs=0, random_state=0
     ).fit(X[:100], y[:100])
     plain = feature_model(clf.model_, "features")
-    few, many = X[:5], X[: FOLD_MIN_IMAGES + 8]
+    few, many = X[:31], X[:40]
     assert_same(clf.transform(few), plain.predict(clf.network_input(few), verbose=0))
-    assert plain not in fold._KEPT  # too few images to pay for a copy
+    assert plain not in fold._KEPT  # too few pixels to pay for a copy
     first = clf.transform(many)
     assert_same(first, plain.predict(clf.network_input(many), verbose=0))
     copy = fold._KEPT[plain][1]
