@@ -32,7 +32,7 @@ a fitted estimator's ``transform`` of ``N`` images the same way.
 Measured on this 2-core machine, shared (see "The backbone's speed against
 this CPU's limit" in docs/benchmarks.rst): ``efficientnet_lite0`` at 224 px
 ran at 25-29 % of the matmul's rate per CPU second at batches of 32 and 64
-unfolded, 47-51 % folded; 1-2 % compiled with XLA (its CPU depthwise
+unfolded, 46-51 % folded; 1-2 % compiled with XLA (its CPU depthwise
 convolution is about 65 times slower). A 500-image fit took 12.4 CPU s
 unfolded, 9.2 folded (medians of 3; 11.7 and 8.1 in a second run).
 """
