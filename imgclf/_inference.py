@@ -212,7 +212,9 @@ class PredictMixin:
     - :attr:`_features_layer`, the layer ``transform`` returns.
 
     A subclass may override :meth:`_proba` and :meth:`_transform`
-    (``TransferClassifier`` answers from its feature memory).
+    (``TransferClassifier`` answers from its feature memory), and
+    :meth:`_transform_network` (``TransferClassifier`` runs a copy with
+    BatchNorm folded).
     """
 
     #: The layer whose output ``transform`` returns.
@@ -502,8 +504,13 @@ class PredictMixin:
 
     def _transform(self, images: Images) -> np.ndarray:
         """``transform`` of checked ``images``."""
-        network = feature_model(self.model_, self._features_layer)
+        network = self._transform_network(images)
         return self._network_output(network, images, [View()], "transform").astype(np.float32)
+
+    def _transform_network(self, images: Images):
+        """The network ``transform`` runs over ``images``: ``model_`` up to
+        :attr:`_features_layer`, or one computing the same features."""
+        return feature_model(self.model_, self._features_layer)
 
 
 __all__ = [
