@@ -12,7 +12,9 @@ images (``--dataset digits``: scikit-learn's 8x8 digits, the half
 the images made in NumPy on the small images before the network resizes
 them: ``flip``, the mirror image (left-right); ``shift``, the image moved by
 2 px (at 28 px; 1 px at 8) up, down, left and right, the border reflected,
-as ``tta`` shifts. With ``--memory`` each view's features are computed once
+as ``tta`` shifts. ``--base pad4`` first adds 4 black pixels on each side
+(the item fills less of the frame, as objects in ImageNet photos do);
+``--base invert`` first inverts the pixels (dark items on white). With ``--memory`` each view's features are computed once
 and read back by every later run (and seed).
 
 Training sets (``--train-views``): ``none`` the images only; ``flip`` the
@@ -64,8 +66,15 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def view(X: np.ndarray, name: str) -> np.ndarray:
-    """``name``'s view of uint8 images ``(n, h, w)``."""
+def view(X: np.ndarray, name: str, base: str = "") -> np.ndarray:
+    """``name``'s view of uint8 images ``(n, h, w)``, after ``base``
+    (``"pad<k>"``: ``k`` black pixels added on each side, so the item fills
+    less of the frame; ``"invert"``: 255 minus each pixel)."""
+    if base.startswith("pad"):
+        k = int(base[3:])
+        X = np.pad(X, ((0, 0), (k, k), (k, k)))
+    elif base == "invert":
+        X = 255 - X
     d = max(1, round(min(X.shape[1:3]) / 14))  # 2 px at 28, 1 at 8
     shift, _, flip = name.partition("+")
     if shift == "flip":
@@ -98,7 +107,8 @@ class Features:
     """Features of views of images at one input size, through ``transform``
     (stored in and read from ``memory``)."""
 
-    def __init__(self, size, memory, X, y):
+    def __init__(self, size, memory, X, y, base=""):
+        self.base = base
         self.clf = TransferClassifier(
             backbone="efficientnet_lite0",
             image_size=size,
@@ -109,7 +119,7 @@ class Features:
         ).fit(X[:20], y[:20])
 
     def __call__(self, X, name):
-        return self.clf.transform(view(X, name))
+        return self.clf.transform(view(X, name, self.base))
 
 
 def keras_head(F, y, F_tests, *, epochs, rate, dropout=0.2, seed=0, early=True):
@@ -178,11 +188,14 @@ def main():
     parser.add_argument("--only", nargs="*", help="head names to run (default: all of --heads)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--second-size", type=int)
+    parser.add_argument(
+        "--base", default="", help="pad<k> or invert: applied to every image before its views"
+    )
     args = parser.parse_args()
     X_train, y_train, X_test, y_test = load(args.dataset)
     X_eval, y_eval = X_test[: args.test_images], y_test[: args.test_images]
     sizes = [args.size] + ([args.second_size] if args.second_size else [])
-    extractors = {s: Features(s, args.memory, X_train, y_train) for s in sizes}
+    extractors = {s: Features(s, args.memory, X_train, y_train, args.base) for s in sizes}
 
     def features(X, name, scales):
         parts = [extractors[s](X, name) for s in scales]
@@ -228,7 +241,7 @@ def main():
                             "tta": np.mean((plain + mirror).argmax(1) == y_eval),
                             "ftta": np.mean(ftta.argmax(1) == y_eval),
                         }
-                        key = f"{tag}train={train_views} {kind} {head}"
+                        key = f"{args.base + ' ' if args.base else ''}{tag}train={train_views} {kind} {head}"
                         results[key].append((scores, cpu))
                         print(
                             f"{args.per_class}/class seed {seed} {key}: "
@@ -239,11 +252,11 @@ def main():
                         )
     print(
         f"\n{args.dataset}, {args.per_class}/class, seeds {args.seeds}: medians "
-        "(plain / flip-TTA of probabilities / of features; per seed plain) and head CPU s"
+        "(plain / flip-TTA of probabilities / of features; per seed plain/TTA) and head CPU s"
     )
     for key, rows in results.items():
         med = {k: statistics.median(r[0][k] for r in rows) for k in ("plain", "tta", "ftta")}
-        seeds = " ".join(f"{r[0]['plain']:.4f}" for r in rows)
+        seeds = " ".join(f"{r[0]['plain']:.4f}/{r[0]['tta']:.4f}" for r in rows)
         print(
             f"  {key:40s} {med['plain']:.4f} / {med['tta']:.4f} / {med['ftta']:.4f}  "
             f"[{seeds}]  {statistics.median(r[1] for r in rows):6.1f}"
