@@ -60,12 +60,17 @@ def extractor_identity(
     weights: the backbone's ``architecture`` (a registry name or
     :func:`architecture_digest`), the layers around it (input scaling,
     preprocessing, pooling), the input spec, whether pixels were
-    ``rounded`` to uint8 (read from a pixel cache) and the library versions."""
+    ``rounded`` to uint8 (read from a pixel cache) and the library versions.
+    Random flips (augmentation) are left out: they pass images through
+    unchanged outside training, so the features are the same with or
+    without them (and whatever their seeds)."""
+    flip = get_keras().layers.RandomFlip
+    kept = [layer for layer in extractor.layers if not isinstance(layer, flip)]
     around = {
         layer.__class__.__name__ + f"#{i}": {
             k: v for k, v in layer.get_config().items() if k != "name"
         }
-        for i, layer in enumerate(extractor.layers)
+        for i, layer in enumerate(kept)
         if layer.name != BACKBONE_LAYER
     }
     return {

@@ -103,6 +103,27 @@ def flips_in(augment) -> bool:
     return any("horizontal" in mode for mode in modes)
 
 
+def flips_only(augment) -> bool:
+    """Whether an ``augment`` parameter value does nothing but flip images
+    left-right: then the features of each image and of its mirror image are
+    all the views training can see (``TransferClassifier``'s frozen stage
+    trains on both, from its feature cache)."""
+    from .augment import PRESETS
+
+    if not augment:
+        return False
+    if isinstance(augment, str):
+        augment = PRESETS.get(augment, {})
+    if isinstance(augment, dict):
+        others = any(value for key, value in augment.items() if key != "flip")
+        return augment.get("flip") == "horizontal" and not others
+    flip = get_keras().layers.RandomFlip
+    return all(
+        isinstance(layer, flip) and layer.get_config().get("mode") == "horizontal"
+        for layer in augment
+    )
+
+
 def shift_pixels(size: tuple[int, int]) -> int:
     """Pixels a TTA shift moves: a sixteenth of the smaller side (2 px at 28 px,
     14 px at 224), at least 1, and 0 for images too small to shift."""
@@ -523,6 +544,7 @@ __all__ = [
     "apply_view",
     "feature_model",
     "flips_in",
+    "flips_only",
     "inference_batch_size",
     "max_views",
     "shift_pixels",

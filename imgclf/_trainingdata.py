@@ -49,6 +49,11 @@ class TrainingData:
     features : (ndarray, ndarray or None) or None
         Once mapped (:meth:`with_features`): the training part's and the
         hold-out's feature vectors, which then stand in for their images.
+    views : int
+        Once mapped: how many views of each training image its features hold,
+        stacked (all the training part's first view, then all its second...);
+        each view trains with its image's target and weight. 1 for the
+        images alone.
     """
 
     images: Images
@@ -61,6 +66,7 @@ class TrainingData:
     sample_weight: np.ndarray | None = None
     class_weight: dict | None = None
     features: tuple | None = None
+    views: int = 1
     # model.fit's keyword arguments, built once (a pixel cache decodes every file).
     _built: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -103,14 +109,23 @@ class TrainingData:
             return None
         return _mean_one(np.asarray(self.sample_weight, dtype=np.float64)[self.val])
 
-    def with_features(self, train_x: np.ndarray, val_x: np.ndarray | None) -> TrainingData:
+    def with_features(
+        self, train_x: np.ndarray, val_x: np.ndarray | None, *, views: int = 1
+    ) -> TrainingData:
         """These samples with their feature vectors (the training part's and the
-        hold-out's, in order) standing in for their images."""
+        hold-out's, in order) standing in for their images. ``views``: the
+        training part's rows are that many views of each training image,
+        stacked (``views * n_train`` rows); the hold-out's are one per image."""
         if (val_x is None) != (self.val is None):
             raise ValueError(
                 "with_features needs the hold-out's features exactly when there is one."
             )
-        return dataclasses.replace(self, features=(train_x, val_x), _built={})
+        if len(train_x) != views * len(self.train):
+            raise ValueError(
+                f"with_features: {len(train_x)} training rows for {views} view(s) of "
+                f"{len(self.train)} images."
+            )
+        return dataclasses.replace(self, features=(train_x, val_x), views=views, _built={})
 
     # ------------------------------------------------------------ views
     def fit_kwargs(self) -> dict:
@@ -123,12 +138,13 @@ class TrainingData:
 
     def _vector_kwargs(self) -> dict:
         x, val_x = self.features
+        weight = self.train_weight()
         kwargs = {
             "x": x,
-            "y": self.y[self.train],
+            "y": np.concatenate([self.y[self.train]] * self.views),
             "batch_size": self.batch_size,
             "shuffle": True,
-            "sample_weight": self.train_weight(),
+            "sample_weight": None if weight is None else np.concatenate([weight] * self.views),
             "validation_data": None,
         }
         if self.val is not None:

@@ -22,7 +22,7 @@ from ._featkeys import (
     open_store,
 )
 from ._fold import inference_copy, kept_inference_copy
-from ._inference import feature_model
+from ._inference import feature_model, flips_only
 from ._multilabel import output_activation
 from ._netparts import (
     CLASSIFIER_LAYER,
@@ -141,7 +141,13 @@ class TransferClassifier(BaseImageClassifier):
         images are repeated over three channels.
     augment : None, str, dict or list of keras layers, default=None
         Training-time augmentation, as for :class:`CNNClassifier`. Turning it
-        on makes the frozen stage run the backbone every epoch.
+        on makes the frozen stage run the backbone every epoch, except when
+        it only flips left-right (``{"flip": "horizontal"}``, or a list of
+        ``keras.layers.RandomFlip("horizontal")``): the frozen stage then
+        trains the head on the features of each image and of its mirror
+        image, computed once (and kept in ``memory``, under their own key),
+        and ``tta=2`` averages over the image and its mirror. Flips suit
+        photos of objects, not digits or text.
     early_stopping : bool, default=True
         Stop each stage when the validation loss (the training loss without a
         hold-out) stops improving, and restore that stage's best weights.
@@ -247,7 +253,8 @@ class TransferClassifier(BaseImageClassifier):
         for ``model_``'s backbone as it is (a fine-tuned backbone has its own
         entries) and stores the ones it computes, so a second ``transform``
         of the same images runs no network. In fits, unused with ``augment``
-        (the features change every epoch) and with ``weights=None`` and
+        other than left-right flips alone (the features change every epoch)
+        and with ``weights=None`` and
         ``random_state=None`` (a new random backbone every fit). A folder that cannot be written or holds
         foreign files gives a :class:`~imgclf.exceptions.FeatureCacheWarning`
         and training goes on.
@@ -578,7 +585,7 @@ class TransferClassifier(BaseImageClassifier):
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
         self.__dict__.pop("_holdout_features", None)
-        if not self.augment:
+        if self._feature_views() is not None:
             mapped = self._feature_data(model, data)
             history = self._run_stage(
                 self._head_model(model),
@@ -643,9 +650,23 @@ class TransferClassifier(BaseImageClassifier):
         """``lr_find`` sweeps the frozen stage: the head on the backbone's
         features (the whole network with augmentation)."""
         model.get_layer("backbone").trainable = False
-        if not self.augment:
+        if self._feature_views() is not None:
             return self._head_model(model), self._feature_data(model, data)
         return model, data
+
+    def _feature_views(self) -> tuple[bool, ...] | None:
+        """The views of each training image the frozen stage trains its head
+        on, from the frozen backbone's features (each True for the mirror
+        image, False for the image as given): the image alone without
+        ``augment``, the image and its mirror when ``augment`` only flips
+        left-right (a random flip shows one of the two each epoch); None
+        when other augmentation changes the features every epoch, and the
+        stage runs the whole network."""
+        if not self.augment:
+            return (False,)
+        if flips_only(self.augment):
+            return (False, True)
+        return None
 
     def _head_model(self, model):
         """``model``'s own head layers (shared, not copied) on a feature input:
@@ -666,30 +687,49 @@ class TransferClassifier(BaseImageClassifier):
         vectors."""
         extractor = _extractor(model)
         images, y_enc, train, val = data.images, data.y, data.train, data.val
+        views = self._feature_views() or (False,)
         store = self._feature_store(extractor, images)
+        stores = {False: store}
         if store is not None:
             # predict may read these features while the backbone stays as it is.
             self.__dict__["_memory_key"] = store.network
+            if True in views:
+                # The mirror images' features, under their own network key.
+                stores[True] = open_store(
+                    self.memory,
+                    lambda: self._network_key(extractor, images, mirrored=True),
+                    type(self).__name__,
+                    length=feature_length(extractor),
+                )
+        extractors = {False: extractor, True: _mirrored(extractor) if True in views else None}
 
         # The features are computed by a copy with BatchNorm folded into the
         # convolutions: the backbone is frozen here, so the copy computes the
         # same features with fewer passes over memory. It is made (or not:
         # FOLD_MIN_PIXELS) for the first images the store does not hold, and
-        # serves the hold-out's too. The store's key is the original's.
-        fast = []
+        # serves the hold-out's and the mirror images' too. The stores' keys
+        # are the original's.
+        fast: dict = {}
 
-        def features(part: np.ndarray) -> np.ndarray:
+        def features(part: np.ndarray, mirrored: bool = False) -> np.ndarray:
             def compute(subset: Images, rows: np.ndarray) -> np.ndarray:
-                if not fast:
+                if False not in fast:
                     worth = self._worth_folding(len(subset))
-                    fast.append(inference_copy(extractor) if worth else extractor)
-                return self._computed_features(fast[0], subset, y_enc[part[rows]])
+                    fast[False] = inference_copy(extractor) if worth else extractor
+                if mirrored and True not in fast:
+                    folded = fast[False] is not extractor
+                    fast[True] = _mirrored(fast[False]) if folded else extractors[True]
+                return self._computed_features(fast[mirrored], subset, y_enc[part[rows]])
 
-            return self._features_of(images.subset(part), store, compute)
+            return self._features_of(images.subset(part), stores.get(mirrored), compute)
 
-        mapped = data.with_features(features(train), None if val is None else features(val))
-        if store is not None:
-            store.report()  # one warning a fit for the entries replaced
+        train_x = np.concatenate([features(train, mirrored) for mirrored in views])
+        # The hold-out is judged on the images as given, as predict sees them.
+        val_x = None if val is None else features(val)
+        mapped = data.with_features(train_x, val_x, views=len(views))
+        for used in stores.values():
+            if used is not None:
+                used.report()  # one warning a fit for the entries replaced
         return mapped
 
     def _features_of(self, images: Images, store, compute) -> np.ndarray:
@@ -720,10 +760,13 @@ class TransferClassifier(BaseImageClassifier):
             length=feature_length(extractor),
         )
 
-    def _network_key(self, extractor, images: Images, *, rounded=None) -> bytes:
+    def _network_key(
+        self, extractor, images: Images, *, rounded=None, mirrored: bool = False
+    ) -> bytes:
         """The key of ``extractor``'s features of images like ``images``;
         ``rounded``: whether files are read from a pixel cache (by default,
-        as ``fit`` reads them: with ``cache`` set)."""
+        as ``fit`` reads them: with ``cache`` set); ``mirrored``: the key of
+        its features of the images' mirror images (flipped left-right)."""
         if rounded is None:
             rounded = images.paths is not None and self.cache is not None
         named = self._named()
@@ -736,6 +779,8 @@ class TransferClassifier(BaseImageClassifier):
             input_range=self.input_range_,
             rounded=rounded,
         )
+        if mirrored:
+            identity["view"] = "mirrored"
         return extractor_key(extractor, identity)
 
     def _calibrate(self, data: TrainingData) -> float:
@@ -835,6 +880,15 @@ class TransferClassifier(BaseImageClassifier):
 
 
 # ------------------------------------------------------------------ helpers
+def _mirrored(extractor):
+    """``extractor`` on the mirror image of its input (flipped left-right):
+    its features of the mirror images of the images it is given."""
+    keras = get_keras()
+    given = extractor.inputs[0]
+    inputs = keras.Input(batch_shape=given.shape, dtype=given.dtype)
+    return keras.Model(inputs, extractor(keras.ops.flip(inputs, axis=2)))
+
+
 def _features(extractor, x, y, batch_size: int):
     """Features and labels of ``x`` (an array, or a ``tf.data`` dataset of
     ``(images, labels)`` read once so both stay in the same order)."""
