@@ -69,7 +69,7 @@ frozen features, scored from ``--memory``)::
            10  epochs=50 (fine-tune 10 @ 1e-4)         0.7915 0.7710 0.7830   0.7830   38.9
            10  epochs=50, fine_tune_learning_rate=3e-4 0.7680 0.7915 0.7600   0.7680   41.8
            10  fine_tune_layers=0.5                    0.7885 0.7065 0.7775   0.7775   55.1
-           10  recipe@224 (the guide's, seed 0 only)   0.6330                          243.6
+           10  recipe@224 (the guide's)                0.6330 0.6090 0.6865   0.6330  167.2
            50  defaults                                0.8330 0.8290 0.8525   0.8330  162.5
            50  head: defaults                          0.8305 0.8290 0.8285   0.8290   14.5
            50  head: epochs=50                         0.8395 0.8290 0.8285   0.8290    0.9
@@ -95,8 +95,9 @@ always kept) 50 per class gave 0.836, +0.3 on the median but mixed per seed
 (+0.3, +0.15, -0.25; load average about 7): not enough to change it.
 Unfreezing half the backbone (``fine_tune_layers=0.5``) lost 6 points on
 seed 1. The Keras guide's recipe on the same backbone (``--sides
-recipe@224 --per-class 10``; stopped after seed 0 for time, load average
-about 7) scored 0.633 in 244 CPU s, against the defaults' 0.7905 in 47.
+recipe@224 --per-class 10``) scored 0.633, 0.609 and 0.6865 on seeds 0-2
+(seed 0 in 244 CPU s at load about 7; seeds 1 and 2 in 170 and 165 s, the
+CPU column's median of those two), median 0.633 against the defaults' 0.778.
 
 Views, heads and the hold-out (issue 20; the bars were 0.810 at 10 per
 class and 0.841 at 50), measured on 2026-12-03, load average 3-9 (other
