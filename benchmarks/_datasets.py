@@ -38,3 +38,20 @@ def load_fashion_mnist():
         )
     out = {k: _read_idx(os.path.join(FASHION_DIR, f)) for k, f in files.items()}
     return out["X_train"], out["y_train"], out["X_test"], out["y_test"]
+
+
+def load_split(name: str):
+    """``(X_train, y_train, X_test, y_test)`` as uint8 images: Fashion-MNIST's
+    official split (``"fashion"``), or scikit-learn's 8x8 digits scaled to
+    0-255 and split in half, stratified, with ``random_state=0`` (``"digits"``)."""
+    if name == "fashion":
+        return load_fashion_mnist()
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = np.round(X.reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, stratify=y, random_state=0
+    )
+    return X_train, y_train, X_test, y_test

@@ -236,7 +236,7 @@ import tempfile
 import time
 
 import numpy as np
-from _datasets import load_fashion_mnist
+from _datasets import load_fashion_mnist, load_split
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras, get_tf
@@ -248,21 +248,6 @@ SPLITS = {
     "digits": ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)),
 }
 CHANCE = 1 / 5
-
-
-def load(data: str):
-    """``(X_train, y_train, X_test, y_test)`` as uint8 images."""
-    if data == "fashion":
-        return load_fashion_mnist()
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    X = np.round(X.reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.5, stratify=y, random_state=0
-    )
-    return X_train, y_train, X_test, y_test
 
 
 def cpu_seconds() -> float:
@@ -465,7 +450,7 @@ def main():
         f"{args.data}-{''.join(map(str, source_classes))}.keras",
     )
 
-    X_train, y_train, X_test, y_test = load(args.data)
+    X_train, y_train, X_test, y_test = load_split(args.data)
     source_network(
         args.source_file, X_train, y_train, X_test, y_test, args.source_images, source_classes
     )
@@ -589,7 +574,7 @@ def imagenet_backbone(args) -> None:
             return X_all[train], y_all[train], X_all[test], y_all[test]
 
     elif args.dataset == "digits":
-        X_train, y_train, X_test, y_test = load("digits")
+        X_train, y_train, X_test, y_test = load_split("digits")
         name = "digits (8x8), 10 classes"
     else:
         X_train, y_train, X_test, y_test = load_fashion_mnist()

@@ -45,7 +45,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from _datasets import load_fashion_mnist
+from _datasets import load_split
 
 from imgclf import TransferClassifier
 
@@ -87,20 +87,6 @@ def view(X: np.ndarray, name: str, base: str = "") -> np.ndarray:
     if flip:
         X = X[:, :, ::-1]
     return np.ascontiguousarray(X)
-
-
-def load(dataset: str):
-    if dataset == "fashion":
-        return load_fashion_mnist()
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    X = np.round(X.reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.5, stratify=y, random_state=0
-    )
-    return X_train, y_train, X_test, y_test
 
 
 class Features:
@@ -192,7 +178,7 @@ def main():
         "--base", default="", help="pad<k> or invert: applied to every image before its views"
     )
     args = parser.parse_args()
-    X_train, y_train, X_test, y_test = load(args.dataset)
+    X_train, y_train, X_test, y_test = load_split(args.dataset)
     X_eval, y_eval = X_test[: args.test_images], y_test[: args.test_images]
     sizes = [args.size] + ([args.second_size] if args.second_size else [])
     extractors = {s: Features(s, args.memory, X_train, y_train, args.base) for s in sizes}

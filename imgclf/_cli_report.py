@@ -62,43 +62,48 @@ def pictures(folder, draw) -> list[str]:
     return written
 
 
+def learning_curves_picture(clf, folder) -> list[str]:
+    """The fit's learning curves, ``learning_curves.png`` in ``folder``."""
+    from . import plot
+
+    path = os.path.join(folder, "learning_curves.png")
+    plot.plot_learning_curves(clf, path=path)
+    return [path]
+
+
 def evaluation_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
+    """``imgclf evaluate``'s pictures for a model with one label per image:
+    the confusion matrix, then :func:`loss_pictures`."""
     import numpy as np
 
     from . import plot
 
     pred = predicted_labels(clf, proba)
-    paths = []
     path = os.path.join(folder, "confusion_matrix.png")
     labels = np.unique(np.concatenate([clf.classes_, np.unique(y)]))
     plot.plot_confusion_matrix(y, pred, labels=labels, path=path)
-    paths.append(path)
-    path = os.path.join(folder, "top_losses.png")
-    plot.plot_top_losses(clf, X, y, n=top, proba=proba, path=path)
-    paths.append(path)
-    worst, _, _ = plot.top_losses(clf, X, y, n=min(top, 8), proba=proba)
-    path = os.path.join(folder, "grad_cam.png")
-    try:
-        plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
-        paths.append(path)
-    except Exception as exc:  # a network Grad-CAM cannot read should not fail the report
-        print(f"imgclf: note: no Grad-CAM picture ({exc})", file=sys.stderr)
-    return paths
+    return [path, *loss_pictures(clf, X, y, proba, folder, top=top)]
 
 
 def tag_pictures(clf, X, truth, proba, folder, top: int) -> list[str]:
-    """``imgclf evaluate``'s pictures for a multi-label model: the top losses
-    (mean binary cross-entropy) and Grad-CAM of the worst few (no confusion
-    matrix: a multi-label model has one 2x2 matrix per label)."""
+    """``imgclf evaluate``'s pictures for a multi-label model (``truth``: the
+    indicator matrix): :func:`loss_pictures` only, no confusion matrix (a
+    multi-label model has one 2x2 matrix per label); its top losses are the
+    mean binary cross-entropy over the labels."""
+    return loss_pictures(clf, X, truth, proba, folder, top=top)
+
+
+def loss_pictures(clf, X, y, proba, folder, top: int) -> list[str]:
+    """The ``top`` images with the largest loss, and Grad-CAM of the worst
+    few (skipped with a note for a network Grad-CAM cannot read)."""
     import numpy as np
 
     from . import plot
 
-    paths = []
     path = os.path.join(folder, "top_losses.png")
-    plot.plot_top_losses(clf, X, truth, n=top, proba=proba, path=path)
-    paths.append(path)
-    worst, _, _ = plot.top_losses(clf, X, truth, n=min(top, 8), proba=proba)
+    plot.plot_top_losses(clf, X, y, n=top, proba=proba, path=path)
+    paths = [path]
+    worst, _, _ = plot.top_losses(clf, X, y, n=min(top, 8), proba=proba)
     path = os.path.join(folder, "grad_cam.png")
     try:
         plot.plot_grad_cam(clf, np.asarray(X)[worst], path=path)
@@ -111,6 +116,8 @@ def tag_pictures(clf, X, truth, proba, folder, top: int) -> list[str]:
 __all__ = [
     "CHUNK",
     "evaluation_pictures",
+    "learning_curves_picture",
+    "loss_pictures",
     "pictures",
     "predict_proba",
     "predicted_labels",

@@ -43,11 +43,10 @@ def run_demo(args) -> int:
     if args.plots:
 
         def draw(folder):
-            from . import plot
-
-            path = os.path.join(folder, "learning_curves.png")
-            plot.plot_learning_curves(clf, path=path)
-            return [path, *report.evaluation_pictures(clf, X_te, y_te, proba, folder, top=16)]
+            return [
+                *report.learning_curves_picture(clf, folder),
+                *report.evaluation_pictures(clf, X_te, y_te, proba, folder, top=16),
+            ]
 
         report.pictures(args.plots, draw)
     return 0
@@ -122,15 +121,7 @@ def run_train(args) -> int:
     clf.save(args.out)
     print(f"Saved the model to {args.out}")
     if args.plots:
-
-        def draw(folder):
-            from . import plot
-
-            path = os.path.join(folder, "learning_curves.png")
-            plot.plot_learning_curves(clf, path=path)
-            return [path]
-
-        report.pictures(args.plots, draw)
+        report.pictures(args.plots, lambda folder: report.learning_curves_picture(clf, folder))
     return 0
 
 

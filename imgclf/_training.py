@@ -490,8 +490,6 @@ def _layer_walk(model, norms, n_images: int) -> list | None:
         return None
     last = max(model.layers.index(layer) for layer in norms)
     walk, ready = [], {id(model.inputs[0])}
-    live = peak = _tensor_bytes(model.inputs[0], n_images)
-    uses: dict[int, int] = {}
     for layer in model.layers[: last + 1]:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -503,20 +501,33 @@ def _layer_walk(model, norms, n_images: int) -> list | None:
             return None
         if not all(id(t) in ready for t in inputs):
             return None
-        for t in inputs:
-            uses[id(t)] = uses.get(id(t), 0) + 1
         ready.update(id(t) for t in outputs)
         walk.append((layer, inputs, outputs))
     # Each tensor is held from the layer that makes it to its last user.
-    remaining = dict(uses)
-    for _, inputs, outputs in walk:
+    live = peak = _tensor_bytes(model.inputs[0], n_images)
+    for (_, _, outputs), released in zip(walk, _released(walk), strict=True):
         live += sum(_tensor_bytes(t, n_images) for t in outputs)
         peak = max(peak, live)
+        live -= sum(_tensor_bytes(t, n_images) for t in released)
+    return walk if peak <= BATCHNORM_BYTES else None
+
+
+def _released(walk) -> list[list]:
+    """For each step of ``walk``, the input tensors whose last user it is
+    (after it they need not be held)."""
+    remaining: dict[int, int] = {}
+    for _, inputs, _ in walk:
+        for t in inputs:
+            remaining[id(t)] = remaining.get(id(t), 0) + 1
+    steps = []
+    for _, inputs, _ in walk:
+        last = []
         for t in inputs:
             remaining[id(t)] -= 1
             if not remaining[id(t)]:
-                live -= _tensor_bytes(t, n_images)
-    return walk if peak <= BATCHNORM_BYTES else None
+                last.append(t)
+        steps.append(last)
+    return steps
 
 
 def _flat(tensors) -> list:
@@ -533,11 +544,7 @@ def _refresh_in_one_pass(model, walk, norm_ids, pixels) -> None:
     it see it refreshed, as :func:`_refresh_by_prefixes` computes them, at
     the cost of one pass rather than one per BatchNorm layer."""
     values = {id(model.inputs[0]): pixels}
-    remaining: dict[int, int] = {}
-    for _, inputs, _ in walk:
-        for t in inputs:
-            remaining[id(t)] = remaining.get(id(t), 0) + 1
-    for layer, inputs, outputs in walk:
+    for (layer, inputs, outputs), released in zip(walk, _released(walk), strict=True):
         args = [values[id(t)] for t in inputs]
         if id(layer) in norm_ids:
             _set_exact_statistics(layer, _chunks(args[0]))
@@ -545,7 +552,5 @@ def _refresh_in_one_pass(model, walk, norm_ids, pixels) -> None:
         result = layer(x, training=False)
         for t, value in zip(outputs, _flat(result), strict=True):
             values[id(t)] = value
-        for t in inputs:
-            remaining[id(t)] -= 1
-            if not remaining[id(t)]:
-                del values[id(t)]
+        for t in released:
+            del values[id(t)]
