@@ -83,3 +83,23 @@ def write_formats(folder: str, image: np.ndarray | None = None) -> dict[str, str
     save("lossless.webp", rgb, lossless=True)
     save("rgb.gif", rgb.convert("P", palette=Image.ADAPTIVE, colors=256))
     return out
+
+
+# Multi-label targets: quadrant j of the image lit is label NAMES[j].
+NAMES = ("nw", "ne", "sw", "se")
+
+
+def quadrants(n, seed=0, size=16, rate=0.4):
+    """Grey images with bright quadrants: label j is quadrant j lit (none allowed)."""
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, 4)) < rate).astype(int)
+    X = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
+    h = size // 2
+    for j, (r, c) in enumerate([(0, 0), (0, h), (h, 0), (h, h)]):
+        X[Y[:, j] == 1, r : r + h, c : c + h] += 150
+    return X, Y
+
+
+def as_lists(Y):
+    """The label lists of the indicator matrix ``Y``."""
+    return [[NAMES[j] for j in np.flatnonzero(row)] for row in Y]

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from _images import NAMES, as_lists, quadrants
 from PIL import Image
 from sklearn.metrics import classification_report
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
@@ -14,23 +15,6 @@ import imgclf
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._multilabel import best_threshold, check_y, is_multilabel, strata
 from imgclf.exceptions import InputError, ModelFileError
-
-NAMES = ("nw", "ne", "sw", "se")
-
-
-def quadrants(n, seed=0, size=16, rate=0.4):
-    """Grey images with bright quadrants: label j is quadrant j lit (none allowed)."""
-    rng = np.random.default_rng(seed)
-    Y = (rng.random((n, 4)) < rate).astype(int)
-    X = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
-    h = size // 2
-    for j, (r, c) in enumerate([(0, 0), (0, h), (h, 0), (h, h)]):
-        X[Y[:, j] == 1, r : r + h, c : c + h] += 150
-    return X, Y
-
-
-def as_lists(Y):
-    return [[NAMES[j] for j in np.flatnonzero(row)] for row in Y]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ of the tools that need one label per image."""
 
 import numpy as np
 import pytest
+from _images import NAMES, as_lists, quadrants
 
 from imgclf import Abstain, CNNClassifier, find_label_issues, threshold_for
 from imgclf.exceptions import InputError
@@ -12,23 +13,6 @@ from imgclf.explain import top_losses
 pytest.importorskip("matplotlib")
 
 from imgclf import plot  # noqa: E402
-
-NAMES = ("nw", "ne", "sw", "se")
-
-
-def quadrants(n, seed=0, size=16, rate=0.4):
-    """Grey images with bright quadrants: label j is quadrant j lit (none allowed)."""
-    rng = np.random.default_rng(seed)
-    Y = (rng.random((n, 4)) < rate).astype(int)
-    X = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
-    h = size // 2
-    for j, (r, c) in enumerate([(0, 0), (0, h), (h, 0), (h, h)]):
-        X[Y[:, j] == 1, r : r + h, c : c + h] += 150
-    return X, Y
-
-
-def as_lists(Y):
-    return [[NAMES[j] for j in np.flatnonzero(row)] for row in Y]
 
 
 def by_hand_bce(Y, proba):
