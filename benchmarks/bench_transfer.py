@@ -240,6 +240,7 @@ from _datasets import load_fashion_mnist, load_split
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras, get_tf
+from imgclf._calibration import expected_calibration_error
 from imgclf.backbones import get_backbone
 
 #: Per dataset: the source network's classes and the target classes.
@@ -507,17 +508,41 @@ def run(args, make, X_train, y_train, X_eval, y_eval, classes, chance, draw=None
                 wall, cpu = time.perf_counter(), cpu_seconds()
                 clf.fit(X, y)
                 wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-                predicted = clf.predict(X_eval)
+                predicted, calibration = scored(clf, X_eval, y_eval)
                 accuracy = float(np.mean(predicted == y_eval))
                 at_chance = abs(accuracy - chance) < 0.05 or len(np.unique(predicted)) == 1
-                results.setdefault((n, side), []).append((accuracy, wall, cpu, at_chance))
+                results.setdefault((n, side), []).append(
+                    (accuracy, wall, cpu, at_chance, *calibration)
+                )
                 print(
                     f"{n:3d}/class seed {seed} {side:>8}: accuracy {accuracy:.4f}  fit "
                     f"{wall:5.1f} s wall {cpu:5.1f} s CPU{'  AT CHANCE' if at_chance else ''}"
-                    f"{stages(clf)}",
+                    f"{calibration_text(clf, calibration)}{stages(clf)}",
                     flush=True,
                 )
     return results
+
+
+def scored(clf, X_eval, y_eval):
+    """Predicted labels and, for estimators with ``predict_proba``, the test
+    set's ``(log loss, expected calibration error)`` from one pass."""
+    if not hasattr(clf, "predict_proba"):
+        return clf.predict(X_eval), ()
+    proba = clf.predict_proba(X_eval)
+    columns = np.searchsorted(clf.classes_, y_eval)
+    picked = np.clip(proba[np.arange(len(columns)), columns], 1e-12, 1.0)
+    return clf.classes_[np.argmax(proba, axis=1)], (
+        float(-np.mean(np.log(picked))),
+        expected_calibration_error(proba, columns),
+    )
+
+
+def calibration_text(clf, calibration) -> str:
+    if not calibration:
+        return ""
+    temperature = getattr(clf, "temperature_", None)
+    fitted = "" if temperature is None else f", T {temperature:.2f}"
+    return f"  (log loss {calibration[0]:.3f}, ECE {calibration[1]:.3f}{fitted})"
 
 
 def stages(clf) -> str:
@@ -538,16 +563,26 @@ def stages(clf) -> str:
 
 
 def summary(args, results) -> None:
-    print("  per class  side          accuracy  [min, max]       wall s   CPU s  at chance")
+    print(
+        "  per class  side          accuracy  [min, max]       wall s   CPU s  at chance"
+        "  log loss    ECE"
+    )
     for n in args.per_class:
         for side in args.sides:
             rows = results[(n, side)]
             acc = [r[0] for r in rows]
+            calibrated = [r[4:] for r in rows if len(r) > 4]
+            tail = (
+                f"  {statistics.median(c[0] for c in calibrated):8.3f}  "
+                f"{statistics.median(c[1] for c in calibrated):.3f}"
+                if calibrated
+                else ""
+            )
             print(
                 f"  {n:9d}  {side:12s}  {statistics.median(acc):.4f}  [{min(acc):.3f}, "
                 f"{max(acc):.3f}]  {statistics.median(r[1] for r in rows):7.1f} "
                 f"{statistics.median(r[2] for r in rows):7.1f}  {sum(r[3] for r in rows)}/"
-                f"{len(rows)}"
+                f"{len(rows):<7d}{tail}"
             )
 
 

@@ -352,8 +352,10 @@ class TransferClassifier(BaseImageClassifier):
     """
 
     _stage_in_history = True
-    # The user's network, loaded once per fit (by _source); never kept after it.
-    _per_fit_state = ("_source_model",)
+    # Kept for one fit: the user's backbone, loaded once, and the hold-out's
+    # features from the frozen stage (read by calibration while the kept
+    # network still has the backbone they came from).
+    _per_fit_state = ("_source_model", "_holdout_features")
 
     def __init__(
         self,
@@ -584,7 +586,6 @@ class TransferClassifier(BaseImageClassifier):
         backbone = model.get_layer("backbone")
         backbone.trainable = False
         self.__dict__.pop("_memory_key", None)
-        self.__dict__.pop("_holdout_features", None)
         if self._feature_views() is not None:
             mapped = self._feature_data(model, data)
             history = self._run_stage(
@@ -783,18 +784,12 @@ class TransferClassifier(BaseImageClassifier):
             identity["view"] = "mirrored"
         return extractor_key(extractor, identity)
 
-    def _calibrate(self, data: TrainingData) -> float:
-        try:
-            return super()._calibrate(data)
-        finally:
-            self.__dict__.pop("_holdout_features", None)  # never kept past the fit
-
     def _holdout_logits(self, data: TrainingData) -> np.ndarray:
         """The hold-out's logits from the frozen backbone's features that the
         frozen stage computed, when the kept network still has that backbone
         (no fine-tuning, or its weights were not kept): only the head runs.
         Otherwise the whole network, as for any estimator."""
-        features = self.__dict__.pop("_holdout_features", None)
+        features = self.__dict__.get("_holdout_features")
         if features is None or len(features) != len(data.val):
             return super()._holdout_logits(data)
         x = np.asarray(features, dtype=np.float32)
