@@ -281,7 +281,7 @@ def transforms(backbone: str, count: int, repeats: int) -> None:
     """Wall and CPU seconds of ``transform`` of ``count`` images, folded and
     unfolded (``FOLD_MIN_PIXELS`` raised above theirs), alternating;
     the first call of each side (tracing, and the copy) is reported apart."""
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
     from imgclf import TransferClassifier
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -318,7 +318,7 @@ def fits(backbone: str, count: int, repeats: int) -> None:
     """Wall and CPU seconds of whole fits whose frozen stage computes its
     features folded, and unfolded (``inference_copy`` made the identity),
     alternating; medians of ``repeats`` of each."""
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
     from imgclf import TransferClassifier
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

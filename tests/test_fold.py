@@ -265,7 +265,7 @@ def batchnorm_backbone(channels=1):
 def test_fit_features_are_the_unfolded_ones_and_the_cache_keys_the_original(
     small_digits, monkeypatch, tmp_path
 ):
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
 
     X, y = small_digits
     X, y = X[:200], y[:200]  # a 20-image hold-out
@@ -313,7 +313,7 @@ def test_fit_features_are_the_unfolded_ones_and_the_cache_keys_the_original(
 def test_a_fit_on_fewer_pixels_than_a_copy_pays_for_runs_the_backbone_as_it_is(
     small_digits, monkeypatch
 ):
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
 
     X, y = small_digits
     used = []
@@ -363,7 +363,7 @@ def test_efficientnet_lite0_folded_features_match(monkeypatch, tmp_path):
 
 
 def test_transform_runs_the_kept_folded_copy_while_the_weights_stay(small_digits, monkeypatch):
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
     from imgclf._inference import feature_model
 
     monkeypatch.setattr(transfer, "FOLD_MIN_PIXELS", 32 * 16 * 16)  # 32 images of 16x16

@@ -311,7 +311,7 @@ def test_fast_frozen_stage_trains_the_head_as_a_plain_keras_loop(pretrained, sma
 
 
 def test_backbone_runs_once_per_image_without_augmentation(pretrained, small_digits, monkeypatch):
-    import imgclf.transfer as transfer
+    import imgclf._frozenfeatures as transfer
 
     calls = []
     original = transfer._features
