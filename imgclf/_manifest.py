@@ -194,6 +194,7 @@ ATTRIBUTES = {
     "feature_names_in_": _names,
     "temperature_": _check(lambda v: _finite(v) and v > 0, "a number > 0"),
     "multilabel_": _check(lambda v: isinstance(v, bool), "True or False"),
+    "refitted_": _check(lambda v: isinstance(v, bool), "True or False"),
     "thresholds_": _thresholds,
 }
 #: The attributes a fitted estimator's file must hold (what prediction reads).

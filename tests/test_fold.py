@@ -326,7 +326,12 @@ def test_a_fit_on_fewer_pixels_than_a_copy_pays_for_runs_the_backbone_as_it_is(
     monkeypatch.setattr(TransferClassifier, "_computed_features", spying)
     monkeypatch.setattr(transfer, "FOLD_MIN_PIXELS", 180 * 16 * 16 + 1)
     TransferClassifier(
-        backbone=batchnorm_backbone(), image_size=16, epochs=1, fine_tune_epochs=0, random_state=0
+        backbone=batchnorm_backbone(),
+        image_size=16,
+        epochs=1,
+        fine_tune_epochs=0,
+        random_state=0,
+        refit=False,  # one fit: its training and hold-out features
     ).fit(X[:200], y[:200])
     assert len(used) == 2
     for extractor in used:

@@ -68,6 +68,7 @@ def transferred(pretrained, small_digits, tmp_path_factory):
         fine_tune_layers=4,
         batch_size=32,
         random_state=0,
+        refit=False,  # these tests read the fit with its hold-out (test_refit.py: the refit)
     ).fit(X[:240], y[:240])
     return clf, X, y, before, flags
 
@@ -318,9 +319,9 @@ def test_backbone_runs_once_per_image_without_augmentation(pretrained, small_dig
     monkeypatch.setattr(transfer, "_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     X, y = small_digits
     # 200 images of 3 classes: a 20-image hold-out (fewer than 5 per class get none).
-    TransferClassifier(backbone=pretrained, epochs=3, fine_tune_epochs=0, random_state=0).fit(
-        X[:200], y[:200]
-    )
+    TransferClassifier(
+        backbone=pretrained, epochs=3, fine_tune_epochs=0, random_state=0, refit=False
+    ).fit(X[:200], y[:200])
     assert len(calls) == 2  # training and validation features, once each
     calls.clear()
     TransferClassifier(

@@ -1,0 +1,109 @@
+"""Refitting on every image after a fit with a small hold-out (``refit``).
+
+A hold-out of a few images per class is what early stopping, the
+fine-tune-or-not decision and the temperature (``temperature_``) are judged
+on; on little data those same images are also worth most as training data.
+``TransferClassifier(refit="auto")`` therefore keeps the small hold-out for
+the decisions and then fits once more on every image, with them: the same
+settings without a hold-out, fine-tuning only if the first fit kept it,
+and the first fit's temperature (and multi-label ``thresholds_``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+import imgclf._multilabel as multilabel
+
+from ._calibration import set_temperature
+from ._fitrun import restore, snapshot
+
+#: ``refit="auto"`` refits when the hold-out held fewer than this many images
+#: per class (under 100 training images per class at the default
+#: ``validation_fraction=0.1``). Measured on ImageNet features
+#: (``efficientnet_lite0``, Fashion-MNIST, ``benchmarks/bench_transfer.py``):
+#: at 50 images per class the hold-out's 5 images per class cost 1-2 points
+#: of accuracy (see the models guide).
+REFIT_BELOW_PER_CLASS = 10
+
+
+def holdout_per_class(y_enc: np.ndarray, n_val: int) -> float:
+    """Images per class (present in ``y_enc``) in a hold-out of ``n_val``."""
+    if y_enc.ndim == 2:
+        y_enc = multilabel.strata(y_enc)
+    present = int(np.count_nonzero(np.bincount(y_enc)))
+    return n_val / max(present, 1)
+
+
+def refit_due(setting, per_class: float | None) -> bool:
+    """Whether a fit whose hold-out held ``per_class`` images per class
+    (None: no hold-out) is refitted on every image under ``refit=setting``."""
+    if per_class is None or setting is False:
+        return False
+    return setting is True or per_class < REFIT_BELOW_PER_CLASS
+
+
+def fine_tuning_kept(estimator) -> bool:
+    """Whether the fitted network is the fine-tune stage's (not the frozen stage's)."""
+    stages = estimator.history_.get("stage", ())
+    return bool(stages) and stages[estimator.best_epoch_] == 2.0
+
+
+def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> None:
+    """Fit ``estimator`` again (``fit(X, y, sample_weight)``: the class's own
+    fit) on every image, as its fit with a hold-out decided, and carry that
+    fit's temperature and thresholds over.
+
+    ``kept``: the epochs of each stage the first fit kept (the frozen
+    stage's, then the fine-tune stage's, 0 when its weights were not kept).
+    The refit runs exactly those, without early stopping, so that it repeats
+    the training the temperature was fitted for, on more images. Its
+    parameters are set for the refit only and always restored. If the refit
+    raises, the estimator is put back as the first fit left it (a complete,
+    calibrated model), a warning says so, and the error propagates."""
+    decided = {
+        "temperature": float(estimator.temperature_),
+        "thresholds": getattr(estimator, "thresholds_", None),
+    }
+    overrides = {
+        "validation_fraction": 0.0,
+        "checkpoint": None,
+        "warm_start": False,
+        "early_stopping": False,
+        "epochs": int(kept[0]),
+        "fine_tune_epochs": int(kept[1]),
+    }
+    params = estimator.get_params(deep=False)
+    before = snapshot(estimator, params)
+    given = {name: params[name] for name in overrides}
+    estimator.set_params(**overrides)
+    try:
+        fit(X, y, sample_weight)
+    except BaseException:
+        restore(estimator, before, params)
+        warnings.warn(
+            f"{type(estimator).__name__}.fit: the refit on every image (refit="
+            f"{params['refit']!r}) did not finish; the estimator keeps the network of the "
+            "fit with the hold-out, which had finished. Pass refit=False to skip the refit.",
+            UserWarning,
+            stacklevel=3,
+        )
+        raise
+    finally:
+        estimator.set_params(**given)
+    set_temperature(estimator.model_, decided["temperature"])
+    estimator.temperature_ = decided["temperature"]
+    if decided["thresholds"] is not None:
+        estimator.thresholds_ = decided["thresholds"]
+    estimator.refitted_ = True
+
+
+__all__ = [
+    "REFIT_BELOW_PER_CLASS",
+    "fine_tuning_kept",
+    "holdout_per_class",
+    "refit_due",
+    "refit_on_every_image",
+]

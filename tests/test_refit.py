@@ -1,0 +1,163 @@
+"""``TransferClassifier(refit=...)``: after a fit with a small hold-out, a
+second fit on every image that keeps the first fit's decisions (fine-tuning
+or not, the temperature, multi-label thresholds)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from imgclf import TransferClassifier
+from imgclf._calibration import get_temperature
+from imgclf._refit import REFIT_BELOW_PER_CLASS, holdout_per_class, refit_due
+
+
+def _data(small_digits, per_class):
+    X, y = small_digits
+    rows = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(3)])
+    return X[rows], y[rows]
+
+
+def _clf(tiny_backbone, **params):
+    base = dict(backbone=tiny_backbone, epochs=3, fine_tune_epochs=1, learning_rate=1e-2)
+    return TransferClassifier(random_state=0, **{**base, **params})
+
+
+class _Fits:
+    """Records each fit's validation_fraction and fine_tune_epochs."""
+
+    def __init__(self, monkeypatch):
+        from imgclf._base import BaseImageClassifier
+
+        self.calls = []
+        original = BaseImageClassifier.fit
+
+        def fit(est, X, y, sample_weight=None):
+            self.calls.append(
+                (est.validation_fraction, est.fine_tune_epochs, est.epochs, est.early_stopping)
+            )
+            return original(est, X, y, sample_weight)
+
+        monkeypatch.setattr(BaseImageClassifier, "fit", fit)
+
+
+def test_the_rule():
+    y = np.repeat([0, 1, 2], 50)
+    assert holdout_per_class(y, 15) == 5.0
+    assert holdout_per_class(np.repeat([0, 2], 50), 10) == 5.0  # absent classes do not count
+    assert refit_due("auto", REFIT_BELOW_PER_CLASS - 0.5)
+    assert not refit_due("auto", REFIT_BELOW_PER_CLASS)
+    assert refit_due(True, 50.0) and not refit_due(False, 1.0)
+    assert not refit_due(True, None)  # no hold-out, nothing to refit after
+
+
+def test_auto_refits_a_small_holdout_on_every_image(tiny_backbone, small_digits, monkeypatch):
+    X, y = _data(small_digits, 60)  # 10 % hold-out: 6 per class
+    fits = _Fits(monkeypatch)
+    clf = _clf(tiny_backbone).fit(X, y)
+    assert [c[0] for c in fits.calls] == [0.1, 0.0]
+    assert fits.calls[1][3] is False  # the refit runs its epochs without early stopping
+    assert clf.refitted_ is True
+    assert clf.validation_fraction == 0.1 and clf.checkpoint is None  # parameters restored
+    assert "val_loss" not in clf.history_  # the refit's history
+    # The refit trained on every image, with the first fit's temperature.
+    first = _clf(tiny_backbone, refit=False).fit(X, y)
+    assert first.refitted_ is False and "val_loss" in first.history_
+    assert clf.temperature_ == pytest.approx(first.temperature_, rel=1e-6)
+    assert get_temperature(clf.model_) == pytest.approx(first.temperature_, rel=1e-6)
+    assert clf.card_["train_per_class"] == [60, 60, 60]
+
+
+def test_auto_keeps_a_large_enough_holdout(tiny_backbone, small_digits, monkeypatch):
+    X, y = _data(small_digits, 100)  # 10 per class held out
+    fits = _Fits(monkeypatch)
+    clf = _clf(tiny_backbone, fine_tune_epochs=0).fit(X, y)
+    assert len(fits.calls) == 1 and clf.refitted_ is False and "val_loss" in clf.history_
+    # refit=True refits it anyway; without a hold-out there is nothing to refit after.
+    clf = _clf(tiny_backbone, fine_tune_epochs=0, refit=True).fit(X, y)
+    assert clf.refitted_ is True
+    clf = _clf(tiny_backbone, fine_tune_epochs=0, refit=True, validation_fraction=0.0).fit(X, y)
+    assert clf.refitted_ is False and len(fits.calls) == 4
+
+
+def test_the_refit_runs_the_epochs_the_first_fit_kept(tiny_backbone, small_digits, monkeypatch):
+    X, y = _data(small_digits, 60)
+    fits = _Fits(monkeypatch)
+    monkeypatch.setattr(TransferClassifier, "_kept_per_stage", lambda self: (2, 0))
+    clf = _clf(tiny_backbone).fit(X, y)
+    # First fit as configured; the refit: no hold-out, 2 frozen epochs, no
+    # fine-tuning (its weights were not kept), no early stopping.
+    assert fits.calls == [(0.1, 1, 3, True), (0.0, 0, 2, False)]
+    assert clf.history_["stage"] == [1.0, 1.0]
+    assert (clf.fine_tune_epochs, clf.epochs, clf.early_stopping) == (1, 3, True)
+
+
+def test_kept_per_stage_reads_the_history(tiny_backbone, small_digits):
+    from imgclf._refit import fine_tuning_kept
+
+    X, y = _data(small_digits, 100)
+    clf = _clf(tiny_backbone, refit=False, epochs=4, fine_tune_epochs=3).fit(X, y)
+    # Frozen-stage hold-out losses best at its 2nd epoch; fine-tuning's at its 3rd.
+    clf.history_ = {
+        "loss": [1.0] * 7,
+        "val_loss": [0.9, 0.5, 0.6, 0.7, 0.45, 0.44, 0.3],
+        "stage": [1.0] * 4 + [2.0] * 3,
+    }
+    clf.best_epoch_ = 6
+    assert fine_tuning_kept(clf) and clf._kept_per_stage() == (2, 3)
+    clf.best_epoch_ = 1  # the frozen stage's weights were kept
+    assert not fine_tuning_kept(clf) and clf._kept_per_stage() == (2, 0)
+
+
+def test_a_failed_refit_keeps_the_first_fit(tiny_backbone, small_digits, monkeypatch):
+    from imgclf._base import BaseImageClassifier
+
+    X, y = _data(small_digits, 60)
+    original = BaseImageClassifier.fit
+
+    def fit(est, X, y, sample_weight=None):
+        if est.validation_fraction == 0.0:
+            raise KeyboardInterrupt
+        return original(est, X, y, sample_weight)
+
+    monkeypatch.setattr(BaseImageClassifier, "fit", fit)
+    clf = _clf(tiny_backbone)
+    with pytest.warns(UserWarning, match="keeps the network of the fit with the hold-out"):
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+    # The first fit's network, complete and calibrated; the parameters as given.
+    assert clf.refitted_ is False and "val_loss" in clf.history_
+    assert clf.get_params()["validation_fraction"] == 0.1
+    assert clf.get_params()["fine_tune_epochs"] == 1
+    assert clf.predict(X[:5]).shape == (5,)
+
+
+def test_no_refit_on_a_warm_start(tiny_backbone, small_digits, monkeypatch):
+    X, y = _data(small_digits, 60)
+    clf = _clf(tiny_backbone, warm_start=True, fine_tune_epochs=0).fit(X, y)
+    assert clf.refitted_ is True  # the first fit is not a warm one
+    fits = _Fits(monkeypatch)
+    clf.fit(X, y)
+    assert len(fits.calls) == 1 and clf.refitted_ is False
+
+
+def test_refit_survives_save_and_load(tiny_backbone, small_digits, tmp_path):
+    from imgclf import load
+
+    X, y = _data(small_digits, 60)
+    clf = _clf(tiny_backbone, fine_tune_epochs=0).fit(X, y)
+    path = tmp_path / "m.imgclf"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.save(path)
+        back = load(path)
+    assert not [w for w in caught if "refitted_" in str(w.message)]  # a known attribute
+    assert back.refitted_ is True and back.refit == "auto"
+    np.testing.assert_allclose(back.predict_proba(X[:8]), clf.predict_proba(X[:8]), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_refit_is_checked(bad, tiny_backbone, small_digits):
+    X, y = _data(small_digits, 20)
+    with pytest.raises(Exception, match="refit"):
+        _clf(tiny_backbone, refit=bad).fit(X, y)
