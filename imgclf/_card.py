@@ -124,6 +124,8 @@ class ModelCard(dict):
                 f"Fit: kept epoch {fit.get('epoch_kept')} of {fit.get('epochs_run')} "
                 f"(by {fit.get('monitor')}): {scores or 'no metrics recorded'}."
             )
+            if fit.get("refit_after_holdout_of") is not None:
+                lines.append(_refit_line(fit))
         else:
             lines.append("Fit: not recorded (saved without a card).")
         if self.get("interrupted"):
@@ -172,6 +174,21 @@ class ModelCard(dict):
             for k, v in sorted((self.get("params") or {}).items())
         ]
         return "\n".join(out) + "\n"
+
+
+def _refit_line(fit: dict) -> str:
+    """What the card says of a refit (``TransferClassifier(refit=...)``)."""
+    judged = ", ".join(
+        f"{key} {fit[f'holdout_fit_{key}']:.4g}"
+        for key in ("val_loss", "val_accuracy")
+        if isinstance(fit.get(f"holdout_fit_{key}"), (int, float))
+    )
+    return (
+        f"Refitted on every image (refit), after a fit that held out "
+        f"{fit['refit_after_holdout_of']} images chose its epochs, whether to fine-tune and "
+        f"the temperature; that fit's kept epoch {fit.get('holdout_fit_epoch_kept', '?')}: "
+        f"{judged or 'no hold-out metrics recorded'}."
+    )
 
 
 def _count(value) -> str:

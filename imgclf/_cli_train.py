@@ -69,9 +69,9 @@ def _estimator(args):
         params["lr_schedule"] = None if args.lr_schedule == "none" else args.lr_schedule
     params.update(random_state=args.seed, verbose=0 if args.quiet else 1)
     if args.model == "cnn":
-        if args.backbone or args.weights or args.fine_tune_epochs is not None:
+        if args.backbone or args.weights or args.fine_tune_epochs is not None or args.refit:
             raise InputError(
-                "--backbone, --weights and --fine-tune-epochs are for --model transfer."
+                "--backbone, --weights, --fine-tune-epochs and --refit are for --model transfer."
             )
         return imgclf.CNNClassifier(**params)
     params["backbone"] = args.backbone or "mobilenet_v2"
@@ -79,6 +79,8 @@ def _estimator(args):
     params["weights"] = None if weights.lower() == "none" else weights
     if args.fine_tune_epochs is not None:
         params["fine_tune_epochs"] = args.fine_tune_epochs
+    if args.refit is not None:
+        params["refit"] = {"auto": "auto", "yes": True, "no": False}[args.refit]
     return imgclf.TransferClassifier(**params)
 
 
@@ -107,6 +109,14 @@ def run_train(args) -> int:
             f"Trained {n_epochs} epochs; validation {accuracy} "
             f"{history['val_accuracy'][best]:.3f} "
             f"(epoch {best + 1}, the weights kept)."
+        )
+    elif getattr(clf, "refitted_", False):
+        judged = clf.card_["fit"]
+        print(
+            f"Trained {n_epochs} epochs on every image, after a fit with a hold-out of "
+            f"{judged['refit_after_holdout_of']} images chose them (validation {accuracy} "
+            f"{judged.get('holdout_fit_val_accuracy', float('nan')):.3f}); --refit no skips "
+            "the second fit."
         )
     else:
         why = (

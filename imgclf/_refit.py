@@ -75,6 +75,8 @@ def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> No
         "epochs": int(kept[0]),
         "fine_tune_epochs": int(kept[1]),
     }
+    facts = estimator.__dict__.get("_card_facts") or {}
+    judged = _judged_by(facts)
     params = estimator.get_params(deep=False)
     before = snapshot(estimator, params)
     given = {name: params[name] for name in overrides}
@@ -98,6 +100,21 @@ def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> No
     if decided["thresholds"] is not None:
         estimator.thresholds_ = decided["thresholds"]
     estimator.refitted_ = True
+    fit_entry = estimator.__dict__.get("_card_facts", {}).get("fit")
+    if fit_entry is not None:
+        fit_entry.update(judged)
+
+
+def _judged_by(facts: dict) -> dict:
+    """The model card's record of the fit with the hold-out, kept in the
+    refit's ``fit`` entry: the hold-out's size, the epoch that fit kept and
+    its hold-out loss and accuracy there."""
+    first = facts.get("fit") or {}
+    judged = {"refit_after_holdout_of": int(sum(facts.get("holdout_per_class") or ()))}
+    for key in ("epoch_kept", "val_loss", "val_accuracy"):
+        if key in first:
+            judged[f"holdout_fit_{key}"] = first[key]
+    return judged
 
 
 __all__ = [

@@ -109,6 +109,12 @@ def _model_options(parser) -> None:
         help="transfer: maximum epochs of the fine-tune stage (default 10; 0 skips it)",
     )
     parser.add_argument(
+        "--refit",
+        choices=("auto", "yes", "no"),
+        help="transfer: after a fit with a hold-out, fit again on every image with what it "
+        "chose (default auto: when fewer than 10 images per class are held out)",
+    )
+    parser.add_argument(
         "--image-size",
         type=_image_size,
         metavar="SIZE",

@@ -161,3 +161,36 @@ def test_refit_is_checked(bad, tiny_backbone, small_digits):
     X, y = _data(small_digits, 20)
     with pytest.raises(Exception, match="refit"):
         _clf(tiny_backbone, refit=bad).fit(X, y)
+
+
+def test_the_card_says_what_the_holdout_fit_judged(tiny_backbone, small_digits):
+    X, y = _data(small_digits, 60)
+    clf = _clf(tiny_backbone, fine_tune_epochs=0).fit(X, y)
+    fit = clf.card_["fit"]
+    assert fit["refit_after_holdout_of"] == 18  # 10 % of 180 images
+    assert fit["monitor"] == "loss" and "val_loss" not in fit  # the refit's own entry
+    first = _clf(tiny_backbone, fine_tune_epochs=0, refit=False).fit(X, y).card_["fit"]
+    assert fit["holdout_fit_val_loss"] == pytest.approx(first["val_loss"], rel=1e-6)
+    assert fit["holdout_fit_epoch_kept"] == first["epoch_kept"]
+    text = clf.card_.to_text()
+    assert "Refitted on every image (refit), after a fit that held out 18 images" in text
+    assert f"val_loss {first['val_loss']:.4g}" in text
+    assert "Refitted" not in _clf(tiny_backbone, refit=False).fit(X, y).card_.to_text()
+
+
+@pytest.mark.slow
+def test_cli_train_says_it_refitted(tmp_path, capsys):
+    from test_cli import _write_images, run
+
+    data = _write_images(tmp_path / "imgs", per_class=10)
+    argv = ["train", str(data), "--model", "transfer", "--backbone", "mobilenet_v3_small"]
+    argv += ["--weights", "none", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0"]
+    argv += ["--validation-fraction", "0.5", "--quiet", "--out", str(tmp_path / "t.imgclf")]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "on every image, after a fit with a hold-out of 15 images chose them" in out
+    code, out, err = run(argv + ["--refit", "no"], capsys)
+    assert code == 0, err
+    assert "validation accuracy" in out and "on every image" not in out
+    code, out, err = run(["train", str(data), "--refit", "yes", "--out", "m"], capsys)
+    assert code != 0 and "are for --model transfer" in err
