@@ -138,8 +138,10 @@ class TransferClassifier(FrozenFeaturesMixin, BaseImageClassifier):
     patience : int, default=5
         Epochs without improvement before early stopping.
     validation_fraction : float, default=0.1
-        Stratified hold-out for early stopping and ``history_["val_*"]``;
-        none when it would hold fewer than 5 images per class.
+        Stratified hold-out for early stopping, the fine-tune-or-not
+        decision, the temperature and ``history_["val_*"]``; none when it
+        would hold fewer than 5 images per class. Under 10 per class the
+        network is then refitted on every image (``refit``).
     class_weight : dict, "balanced" or None, default=None
         Weights per class label, or ``"balanced"``. Not supported with
         multi-label targets (an error says so).
@@ -253,7 +255,8 @@ class TransferClassifier(FrozenFeaturesMixin, BaseImageClassifier):
         in saved, pickled and exported models too, while ``predict`` is
         unchanged. ``temperature_`` holds ``T``: 1.0 with ``calibrate=False``
         or without a hold-out (``validation_fraction=0.0``, or too few images
-        per class). See "Calibrated probabilities" in the models guide.
+        per class); after a refit (``refit``), the first fit's. See
+        "Calibrated probabilities" in the models guide.
     refit : {"auto", True, False}, default="auto"
         After a fit with a hold-out, fit again on every image, the hold-out
         included, as the first fit decided: the same settings without a
