@@ -112,7 +112,7 @@ def _model_options(parser) -> None:
         "--refit",
         choices=("auto", "yes", "no"),
         help="transfer: after a fit with a hold-out, fit again on every image with what it "
-        "chose (default auto: when fewer than 10 images per class are held out)",
+        "chose (default auto: when at most 10 images per class are held out)",
     )
     parser.add_argument(
         "--image-size",

@@ -9,7 +9,7 @@ import pytest
 
 from imgclf import TransferClassifier
 from imgclf._calibration import get_temperature
-from imgclf._refit import REFIT_BELOW_PER_CLASS, holdout_per_class, refit_due
+from imgclf._refit import REFIT_MAX_PER_CLASS, holdout_per_class, refit_due
 
 
 def _data(small_digits, per_class):
@@ -45,8 +45,8 @@ def test_the_rule():
     y = np.repeat([0, 1, 2], 50)
     assert holdout_per_class(y, 15) == 5.0
     assert holdout_per_class(np.repeat([0, 2], 50), 10) == 5.0  # absent classes do not count
-    assert refit_due("auto", REFIT_BELOW_PER_CLASS - 0.5)
-    assert not refit_due("auto", REFIT_BELOW_PER_CLASS)
+    assert refit_due("auto", REFIT_MAX_PER_CLASS)
+    assert not refit_due("auto", REFIT_MAX_PER_CLASS + 0.1)
     assert refit_due(True, 50.0) and not refit_due(False, 1.0)
     assert not refit_due(True, None)  # no hold-out, nothing to refit after
 
@@ -69,12 +69,13 @@ def test_auto_refits_a_small_holdout_on_every_image(tiny_backbone, small_digits,
 
 
 def test_auto_keeps_a_large_enough_holdout(tiny_backbone, small_digits, monkeypatch):
-    X, y = _data(small_digits, 100)  # 10 per class held out
+    X, y = _data(small_digits, 60)
     fits = _Fits(monkeypatch)
-    clf = _clf(tiny_backbone, fine_tune_epochs=0).fit(X, y)
+    params = dict(fine_tune_epochs=0, validation_fraction=0.2)  # 12 per class held out
+    clf = _clf(tiny_backbone, **params).fit(X, y)
     assert len(fits.calls) == 1 and clf.refitted_ is False and "val_loss" in clf.history_
     # refit=True refits it anyway; without a hold-out there is nothing to refit after.
-    clf = _clf(tiny_backbone, fine_tune_epochs=0, refit=True).fit(X, y)
+    clf = _clf(tiny_backbone, **params, refit=True).fit(X, y)
     assert clf.refitted_ is True
     clf = _clf(tiny_backbone, fine_tune_epochs=0, refit=True, validation_fraction=0.0).fit(X, y)
     assert clf.refitted_ is False and len(fits.calls) == 4
@@ -116,9 +117,10 @@ def test_a_failed_refit_keeps_the_first_fit(tiny_backbone, small_digits, monkeyp
     original = BaseImageClassifier.fit
 
     def fit(est, X, y, sample_weight=None):
-        if est.validation_fraction == 0.0:
+        result = original(est, X, y, sample_weight)
+        if est.validation_fraction == 0.0:  # the refit has replaced the network: then stop
             raise KeyboardInterrupt
-        return original(est, X, y, sample_weight)
+        return result
 
     monkeypatch.setattr(BaseImageClassifier, "fit", fit)
     clf = _clf(tiny_backbone)
