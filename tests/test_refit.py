@@ -196,3 +196,15 @@ def test_cli_train_says_it_refitted(tmp_path, capsys):
     assert "validation accuracy" in out and "on every image" not in out
     code, out, err = run(["train", str(data), "--refit", "yes", "--out", "m"], capsys)
     assert code != 0 and "are for --model transfer" in err
+
+
+def test_a_multilabel_refit_keeps_the_tuned_thresholds(tiny_backbone):
+    from _images import quadrants
+
+    X, Y = quadrants(400, seed=0)  # 40 held out: under 10 per stratum (rarest label)
+    first = _clf(tiny_backbone, fine_tune_epochs=0, refit=False).fit(X, Y)
+    clf = _clf(tiny_backbone, fine_tune_epochs=0).fit(X, Y)
+    assert clf.refitted_ is True and first.refitted_ is False
+    assert not np.allclose(first.thresholds_, 0.5)  # tuned on the hold-out
+    np.testing.assert_allclose(clf.thresholds_, first.thresholds_)
+    assert clf.temperature_ == 1.0  # multi-label fits tune thresholds, not a temperature
