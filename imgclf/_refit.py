@@ -42,9 +42,11 @@ def holdout_per_class(y_enc: np.ndarray, n_val: int) -> float:
 def refit_due(setting, per_class: float | None) -> bool:
     """Whether a fit whose hold-out held ``per_class`` images per class
     (None: no hold-out) is refitted on every image under ``refit=setting``."""
-    if per_class is None or setting is False:
+    if per_class is None:
         return False
-    return setting is True or per_class <= REFIT_MAX_PER_CLASS
+    if isinstance(setting, str):  # "auto"
+        return per_class <= REFIT_MAX_PER_CLASS
+    return bool(setting)  # True or False, NumPy's too
 
 
 def fine_tuning_kept(estimator) -> bool:
@@ -53,15 +55,17 @@ def fine_tuning_kept(estimator) -> bool:
     return bool(stages) and stages[estimator.best_epoch_] == 2.0
 
 
-def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> None:
+def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple, held_out: int) -> None:
     """Fit ``estimator`` again (``fit(X, y, sample_weight)``: the class's own
     fit) on every image, as its fit with a hold-out decided, and carry that
     fit's temperature and thresholds over.
 
     ``kept``: the epochs of each stage the first fit kept (the frozen
-    stage's, then the fine-tune stage's, 0 when its weights were not kept).
-    The refit runs exactly those, without early stopping, so that it repeats
-    the training the temperature was fitted for, on more images. Its
+    stage's, then the fine-tune stage's, 0 when its weights were not kept);
+    ``held_out``: the hold-out's size. The refit runs exactly those epochs,
+    without early stopping, so that it repeats the training the temperature
+    was fitted for, on more images (at the default constant learning rate;
+    a per-epoch or per-batch schedule spans the refit's fewer epochs). Its
     parameters are set for the refit only and always restored. If the refit
     raises, the estimator is put back as the first fit left it (a complete,
     calibrated model), a warning says so, and the error propagates."""
@@ -77,14 +81,16 @@ def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> No
         "epochs": int(kept[0]),
         "fine_tune_epochs": int(kept[1]),
     }
-    facts = estimator.__dict__.get("_card_facts") or {}
-    judged = _judged_by(facts)
+    judged = _judged_by(estimator.__dict__.get("_card_facts") or {}, held_out)
     params = estimator.get_params(deep=False)
     before = snapshot(estimator, params)
     given = {name: params[name] for name in overrides}
-    estimator.set_params(**overrides)
     try:
-        fit(X, y, sample_weight)
+        estimator.set_params(**overrides)
+        with warnings.catch_warnings():
+            # A refit that stops is undone below: not the base's "keeps the new network".
+            warnings.filterwarnings("ignore", message=r".*was stopped by .* The estimator keeps")
+            fit(X, y, sample_weight)
     except BaseException:
         restore(estimator, before, params)
         warnings.warn(
@@ -107,12 +113,12 @@ def refit_on_every_image(estimator, fit, X, y, sample_weight, kept: tuple) -> No
         fit_entry.update(judged)
 
 
-def _judged_by(facts: dict) -> dict:
+def _judged_by(facts: dict, held_out: int) -> dict:
     """The model card's record of the fit with the hold-out, kept in the
-    refit's ``fit`` entry: the hold-out's size, the epoch that fit kept and
-    its hold-out loss and accuracy there."""
+    refit's ``fit`` entry: the hold-out's size (images), the epoch that fit
+    kept and its hold-out loss and accuracy there."""
     first = facts.get("fit") or {}
-    judged = {"refit_after_holdout_of": int(sum(facts.get("holdout_per_class") or ()))}
+    judged = {"refit_after_holdout_of": int(held_out)}
     for key in ("epoch_kept", "val_loss", "val_accuracy"):
         if key in first:
             judged[f"holdout_fit_{key}"] = first[key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 
 import numpy as np
 
@@ -270,9 +271,16 @@ class TransferClassifier(FrozenFeaturesMixin, BaseImageClassifier):
         points of accuracy at 50 images per class and 0.5 at 100, at the
         same calibration (see "When to refit" in the models guide). A refit costs a second fit
         (the frozen stage's features are computed again unless ``memory``
-        holds them). Never without a hold-out or with ``warm_start``; if the
-        refit stops, the first fit's network is kept. ``refitted_`` says
-        whether the network was refitted.
+        holds them). "Per class" is the hold-out's size over the classes
+        present. The refit repeats the first fit's epochs exactly at the
+        default constant rate; under ``lr_schedule`` the schedule spans the
+        refit's (fewer) epochs. ``callbacks`` run in the refit too, without
+        ``val_*`` logs. A ``checkpoint`` covers the first fit only: a refit
+        that is stopped starts again after the first fit on the next call.
+        Never without a hold-out, nor on a warm start (continuing a refitted
+        network with ``warm_start`` warns: its new hold-out was trained on);
+        if the refit stops, the first fit's network is kept. ``refitted_``
+        says whether the network was refitted.
 
     Attributes
     ----------
@@ -582,16 +590,25 @@ class TransferClassifier(FrozenFeaturesMixin, BaseImageClassifier):
     # ------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None):
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        self.__dict__.pop("_holdout_per_class", None)
-        super().fit(X, y, sample_weight)
-        per_class = self.__dict__.pop("_holdout_per_class", None)
-        self.refitted_ = False
-        if not warm and refit_due(self.refit, per_class):
-            kept = self._kept_per_stage()
-            try:
-                refit_on_every_image(self, super().fit, X, y, sample_weight, kept)
-            finally:
-                self.__dict__.pop("_holdout_per_class", None)
+        if warm and getattr(self, "refitted_", False):
+            warnings.warn(
+                f"{type(self).__name__}.fit with warm_start=True continues a network that was "
+                "refitted on every image (refit): this fit's hold-out is made of images it has "
+                "trained on, so its early stopping and temperature_ judge it too kindly. Pass "
+                "refit=False to a fit you mean to continue.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.__dict__.pop("_holdout", None)
+        self.refitted_ = False  # the base's restore brings back the old value on a failure
+        try:
+            super().fit(X, y, sample_weight)
+            holdout = self.__dict__.pop("_holdout", None)
+            if not warm and holdout is not None and refit_due(self.refit, holdout[0]):
+                kept = self._kept_per_stage()
+                refit_on_every_image(self, super().fit, X, y, sample_weight, kept, holdout[1])
+        finally:
+            self.__dict__.pop("_holdout", None)
         return self
 
     fit.__doc__ = BaseImageClassifier.fit.__doc__
@@ -601,18 +618,19 @@ class TransferClassifier(FrozenFeaturesMixin, BaseImageClassifier):
         frozen stage's, then the fine-tune stage's (0 if its weights were
         not kept), read from ``history_`` and ``best_epoch_``."""
         stages = np.asarray(self.history_["stage"])
-        frozen = {k: list(np.asarray(v)[stages == 1.0]) for k, v in self.history_.items()}
+        watched = "val_loss" if "val_loss" in self.history_ else "loss"
+        frozen = {watched: list(np.asarray(self.history_[watched])[stages == 1.0])}
         first = self._kept_epoch(frozen, self.epochs_) + 1
         if not fine_tuning_kept(self):
             return first, 0
         return first, self.best_epoch_ - int(np.sum(stages == 1.0)) + 1
 
     def _split(self, y_enc, seed):
-        """The base's hold-out; records its images per class for ``refit``."""
+        """The base's hold-out; records its images per class (the mean over
+        the classes present) and its size for ``refit``."""
         train, val = super()._split(y_enc, seed)
-        self.__dict__["_holdout_per_class"] = (
-            None if val is None else holdout_per_class(y_enc, len(val))
-        )
+        if val is not None:
+            self.__dict__["_holdout"] = (holdout_per_class(y_enc, len(val)), len(val))
         return train, val
 
     # -------------------------------------------------------------- training

@@ -48,6 +48,7 @@ def test_the_rule():
     assert refit_due("auto", REFIT_MAX_PER_CLASS)
     assert not refit_due("auto", REFIT_MAX_PER_CLASS + 0.1)
     assert refit_due(True, 50.0) and not refit_due(False, 1.0)
+    assert refit_due(np.True_, 50.0) and not refit_due(np.False_, 1.0)  # e.g. from a grid
     assert not refit_due(True, None)  # no hold-out, nothing to refit after
 
 
@@ -124,9 +125,10 @@ def test_a_failed_refit_keeps_the_first_fit(tiny_backbone, small_digits, monkeyp
 
     monkeypatch.setattr(BaseImageClassifier, "fit", fit)
     clf = _clf(tiny_backbone)
-    with pytest.warns(UserWarning, match="keeps the network of the fit with the hold-out"):
+    with pytest.warns(UserWarning, match="keeps the network of the fit with the hold-out") as w:
         with pytest.raises(KeyboardInterrupt):
             clf.fit(X, y)
+    assert not [x for x in w if "The estimator keeps the new network" in str(x.message)]
     # The first fit's network, complete and calibrated; the parameters as given.
     assert clf.refitted_ is False and "val_loss" in clf.history_
     assert clf.get_params()["validation_fraction"] == 0.1
@@ -139,7 +141,9 @@ def test_no_refit_on_a_warm_start(tiny_backbone, small_digits, monkeypatch):
     clf = _clf(tiny_backbone, warm_start=True, fine_tune_epochs=0).fit(X, y)
     assert clf.refitted_ is True  # the first fit is not a warm one
     fits = _Fits(monkeypatch)
-    clf.fit(X, y)
+    # Its hold-out was trained on by the refitted network: said, not hidden.
+    with pytest.warns(UserWarning, match="refitted on every image"):
+        clf.fit(X, y)
     assert len(fits.calls) == 1 and clf.refitted_ is False
 
 
@@ -207,4 +211,23 @@ def test_a_multilabel_refit_keeps_the_tuned_thresholds(tiny_backbone):
     assert clf.refitted_ is True and first.refitted_ is False
     assert not np.allclose(first.thresholds_, 0.5)  # tuned on the hold-out
     np.testing.assert_allclose(clf.thresholds_, first.thresholds_)
+    assert clf.card_["fit"]["refit_after_holdout_of"] == 40  # images, not label counts
     assert clf.temperature_ == 1.0  # multi-label fits tune thresholds, not a temperature
+
+
+def test_a_refit_stopped_after_an_epoch_keeps_the_first_fit(tiny_backbone, small_digits):
+    import keras
+
+    class StopTheRefit(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if "val_loss" not in (logs or {}):  # only the refit has no hold-out
+                raise KeyboardInterrupt
+
+    X, y = _data(small_digits, 60)
+    clf = _clf(tiny_backbone, fine_tune_epochs=0, callbacks=[StopTheRefit()])
+    with pytest.warns(UserWarning, match="keeps the network of the fit with the hold-out") as w:
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+    # One account of what happened, not the base's "keeps the new network" too.
+    assert not [x for x in w if "The estimator keeps the new network" in str(x.message)]
+    assert clf.refitted_ is False and clf.interrupted_ is False and "val_loss" in clf.history_
