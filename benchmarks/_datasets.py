@@ -55,3 +55,10 @@ def load_split(name: str):
         X, y, test_size=0.5, stratify=y, random_state=0
     )
     return X_train, y_train, X_test, y_test
+
+
+def per_class(X, y, classes, n: int, rng):
+    """``n`` images of each of ``classes`` drawn without replacement by ``rng``
+    (a NumPy Generator), in class order: the benchmarks' training draws."""
+    index = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes])
+    return X[index], y[index]

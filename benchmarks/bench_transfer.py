@@ -236,11 +236,11 @@ import tempfile
 import time
 
 import numpy as np
-from _datasets import load_fashion_mnist, load_split
+from _datasets import load_fashion_mnist, load_split, per_class
+from _scores import proba_scores
 
 from imgclf import CNNClassifier, TransferClassifier
 from imgclf._backend import get_keras, get_tf
-from imgclf._calibration import expected_calibration_error
 from imgclf.backbones import get_backbone
 
 #: Per dataset: the source network's classes and the target classes.
@@ -377,11 +377,6 @@ class NamedRecipe(Recipe):
     def predict(self, X):
         proba = [self.model.predict(x, batch_size=64, verbose=0) for x in self.inputs(X)]
         return self.classes_[np.concatenate(proba).argmax(1)]
-
-
-def per_class(X, y, classes, n, rng):
-    index = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes])
-    return X[index], y[index]
 
 
 def parse_sets(items) -> dict:
@@ -529,12 +524,8 @@ def scored(clf, X_eval, y_eval):
     if not hasattr(clf, "predict_proba"):
         return clf.predict(X_eval), ()
     proba = clf.predict_proba(X_eval)
-    columns = np.searchsorted(clf.classes_, y_eval)
-    picked = np.clip(proba[np.arange(len(columns)), columns], 1e-12, 1.0)
-    return clf.classes_[np.argmax(proba, axis=1)], (
-        float(-np.mean(np.log(picked))),
-        expected_calibration_error(proba, columns),
-    )
+    _, loss, ece = proba_scores(proba, clf.classes_, y_eval)
+    return clf.classes_[np.argmax(proba, axis=1)], (loss, ece)
 
 
 def calibration_text(clf, calibration) -> str:

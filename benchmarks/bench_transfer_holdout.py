@@ -28,10 +28,11 @@ import statistics
 import time
 
 import numpy as np
-from _datasets import load_fashion_mnist
+from _datasets import load_fashion_mnist, per_class
+from _scores import proba_scores
 
 from imgclf import TransferClassifier
-from imgclf._calibration import expected_calibration_error, set_temperature
+from imgclf._calibration import set_temperature
 
 
 def cpu_seconds() -> float:
@@ -39,23 +40,10 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def drawn(X, y, n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    rows = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in range(10)])
-    return X[rows], y[rows]
-
-
 def scores(clf, temperature: float, X, y) -> tuple[float, float, float]:
     """Accuracy, log loss and ECE of ``clf`` with ``temperature`` set."""
     set_temperature(clf.model_, temperature)
-    proba = clf.predict_proba(X)
-    columns = np.searchsorted(clf.classes_, y)
-    picked = np.clip(proba[np.arange(len(y)), columns], 1e-12, 1.0)
-    return (
-        float(np.mean(np.argmax(proba, axis=1) == columns)),
-        float(-np.mean(np.log(picked))),
-        expected_calibration_error(proba, columns),
-    )
+    return proba_scores(clf.predict_proba(X), clf.classes_, y)
 
 
 def main() -> None:
@@ -71,7 +59,7 @@ def main() -> None:
     X_eval, y_eval = X_test[: args.test_images], y_test[: args.test_images]
     rows: dict[str, list] = {}
     for seed in args.seeds:
-        X, y = drawn(X_train, y_train, args.per_class, seed)
+        X, y = per_class(X_train, y_train, range(10), args.per_class, np.random.default_rng(seed))
         fitted = {}
         for name, extra in (("hold-out", {}), ("all", {"validation_fraction": 0.0})):
             clf = TransferClassifier(

@@ -45,7 +45,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from _datasets import load_split
+from _datasets import load_split, per_class
 
 from imgclf import TransferClassifier
 
@@ -201,11 +201,7 @@ def main():
         )
     results = defaultdict(list)
     for seed in args.seeds:
-        rng = np.random.default_rng(seed)
-        index = np.concatenate(
-            [rng.choice(np.flatnonzero(y_train == c), args.per_class, False) for c in range(10)]
-        )
-        X, y = X_train[index], y_train[index]
+        X, y = per_class(X_train, y_train, range(10), args.per_class, np.random.default_rng(seed))
         for tag, scales in scale_sets:
             tests = [features(X_eval, "id", scales), features(X_eval, "flip", scales)]
             tests.append((tests[0] + tests[1]) / 2)
