@@ -164,10 +164,16 @@ class FrozenFeaturesMixin:
         features = self.__dict__.get("_holdout_features")
         if features is None or len(features) != len(data.val):
             return super()._holdout_logits(data)
+        return self._head_output(features, through=CLASSIFIER_LAYER)
+
+    def _head_output(self, features, *, through: str | None = None) -> np.ndarray:
+        """``model_``'s head on pooled ``features``, in inference mode, up to
+        and including the layer named ``through`` (the whole head, to the
+        probabilities, by default)."""
         x = np.asarray(features, dtype=np.float32)
         for layer in head_of(self.model_):
             x = layer(x, training=False)
-            if layer.name == CLASSIFIER_LAYER:
+            if layer.name == through:
                 break
         return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
 
@@ -201,10 +207,7 @@ class FrozenFeaturesMixin:
                 return None
         except Exception:  # e.g. a backbone that cannot be described: run it
             return None
-        x = np.stack(found).astype(np.float32, copy=False)
-        for layer in head_of(self.model_):
-            x = layer(x, training=False)
-        return np.asarray(get_keras().ops.convert_to_numpy(x), dtype=np.float64)
+        return self._head_output(np.stack(found))
 
     # ----------------------------------------------------------- transform
     def _transform(self, images: Images) -> np.ndarray:
